@@ -1,0 +1,1 @@
+"""The ``himoe-fast`` command line (typer), importable as ``himoe_fast.cli``."""

@@ -1,0 +1,1 @@
+"""C++ (CPU) and CUDA sources of the masked NT-Xent operator, shipped as package data."""

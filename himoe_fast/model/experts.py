@@ -1,0 +1,96 @@
+"""Modality Expert Bank (paper Eq. 2-3) and the stacked FFN experts shared with the emotion bank.
+
+Weights of every bank are stored *stacked* (``[M, K, d, h]`` etc.) so that the fast path (one fused
+launch for all modalities and experts) reads the very same state dict. The reference below still
+loops over modalities and experts, one equation at a time.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def init_stacked_linear_(weight: torch.Tensor, bias: torch.Tensor | None, fan_in: int) -> None:
+    """``nn.Linear``'s default init applied to a stack of weights ``[..., fan_in, fan_out]``."""
+    bound = 1.0 / math.sqrt(fan_in)
+    nn.init.uniform_(weight, -bound, bound)
+    if bias is not None:
+        nn.init.uniform_(bias, -bound, bound)
+
+
+def expert_ffn(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+               b2: torch.Tensor) -> torch.Tensor:
+    """One FFN expert ``E(x) = W2 gelu(W1 x + b1) + b2`` (exact erf GELU).
+
+    x: ``[..., d]``, w1: ``[d, h]``, b1: ``[h]``, w2: ``[h, d]``, b2: ``[d]`` -> ``[..., d]``.
+    """
+    return F.gelu(x @ w1 + b1) @ w2 + b2
+
+
+def gate_weights(logits: torch.Tensor, routing: str) -> torch.Tensor:
+    """Routing weights over the last axis of ``logits``.
+
+    ``soft``: softmax (Eq. 2); ``uniform``: 1/K; ``top1``: one-hot argmax (the "w/o soft routing"
+    ablation; the gate then receives no gradient, i.e. a fixed random hard router).
+    """
+    if routing == "soft":
+        return torch.softmax(logits, dim=-1)
+    if routing == "uniform":
+        return torch.full_like(logits, 1.0 / logits.shape[-1])
+    if routing == "top1":
+        return F.one_hot(logits.argmax(dim=-1), logits.shape[-1]).to(logits.dtype)
+    raise ValueError(f"unknown routing {routing!r}")
+
+
+class ModalityExpertBank(nn.Module):
+    """Per-modality soft-gated mixture of ``K`` FFN experts (Eq. 2-3).
+
+    For modality ``m`` and token ``x = x_t^(m)`` (a zero vector when the modality is absent)::
+
+        alpha^(m) = softmax(x W_g^(m) + b_g^(m))                  (Eq. 2)   [K]
+        z^(m)     = sum_k alpha^(m)[k] * E_k^(m)(x)               (Eq. 3)   [d]
+
+    Parameters (stacked over modalities and experts):
+        gate_weight ``[M, d, K]``, gate_bias ``[M, K]``,
+        w1 ``[M, K, d, h]``, b1 ``[M, K, h]``, w2 ``[M, K, h, d]``, b2 ``[M, K, d]``.
+    """
+
+    def __init__(self, n_modalities: int, d_model: int, n_experts: int, hidden: int, routing: str = "soft"):
+        super().__init__()
+        M, d, K, h = n_modalities, d_model, n_experts, hidden
+        self.routing = routing
+        self.gate_weight = nn.Parameter(torch.empty(M, d, K))
+        self.gate_bias = nn.Parameter(torch.empty(M, K))
+        self.w1 = nn.Parameter(torch.empty(M, K, d, h))
+        self.b1 = nn.Parameter(torch.empty(M, K, h))
+        self.w2 = nn.Parameter(torch.empty(M, K, h, d))
+        self.b2 = nn.Parameter(torch.empty(M, K, d))
+        init_stacked_linear_(self.gate_weight, self.gate_bias, d)
+        init_stacked_linear_(self.w1, self.b1, d)
+        init_stacked_linear_(self.w2, self.b2, h)
+
+    @property
+    def n_modalities(self) -> int:
+        return self.w1.shape[0]
+
+    @property
+    def n_experts(self) -> int:
+        return self.w1.shape[1]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: ``[B, T, M, d]`` (absent modalities already zero) -> (z ``[B, T, M, d]``, alpha ``[B, T, M, K]``)."""
+        outputs, gates = [], []
+        for m in range(self.n_modalities):
+            x_m = x[..., m, :]                                                     # [B, T, d]
+            alpha = gate_weights(x_m @ self.gate_weight[m] + self.gate_bias[m], self.routing)  # Eq. 2
+            z_m = sum(
+                alpha[..., k : k + 1] * expert_ffn(x_m, self.w1[m, k], self.b1[m, k], self.w2[m, k], self.b2[m, k])
+                for k in range(self.n_experts)
+            )                                                                      # Eq. 3
+            outputs.append(z_m)
+            gates.append(alpha)
+        return torch.stack(outputs, dim=-2), torch.stack(gates, dim=-2)
