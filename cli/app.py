@@ -1,25 +1,25 @@
-"""``himoe-fast``: train, eval, robustness, bench, parity, synth, doctor."""
+"""``himoe-fast``: train, eval, robustness, bench, parity, synth, doctor.
+
+Commands live in one module per area and register themselves on :data:`app`:
+``train_cmds`` (train, eval, robustness, synth, doctor) and ``fast_cmds`` (bench, parity).
+"""
 
 from __future__ import annotations
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Hi-MoE for multimodal emotion recognition (reference + fast path).")
 
 
-@app.command()
-def doctor() -> None:
-    """Show torch / triton / CUDA status."""
-    import torch
+def _register() -> None:
+    from . import fast_cmds, train_cmds
 
-    typer.echo(f"torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}")
-    try:
-        import triton
+    train_cmds.register(app)
+    fast_cmds.register(app)
 
-        typer.echo(f"triton {triton.__version__}")
-    except Exception as exc:  # pragma: no cover - depends on the machine
-        typer.echo(f"triton unavailable: {exc}")
+
+_register()
 
 
 def main() -> None:
