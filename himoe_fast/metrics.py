@@ -107,7 +107,8 @@ def evaluate(pred: Any, true: Any, targets: Sequence[str], task: str = "regressi
 
     pred, true: ``[n_windows, n_targets]``. For ``task="regression"`` pred holds ratings; for
     ``"binary"`` pred holds probabilities of "high" (>= 0.5 counts as high) and true holds ratings,
-    binarised at ``threshold`` (high = rating >= threshold).
+    binarised at ``threshold`` (high = rating >= threshold); for binary, ``ccc``/``pcc``/``mae``
+    compare the probabilities with the 0/1 labels and ``acc``/``f1`` threshold them at 0.5.
     Returns ``{metric: {target: value, ..., "mean": mean over targets}}``.
     """
     P = np.asarray(pred.detach().cpu() if hasattr(pred, "detach") else pred, dtype=np.float64)
@@ -118,16 +119,17 @@ def evaluate(pred: Any, true: Any, targets: Sequence[str], task: str = "regressi
         raise ValueError(f"evaluate: pred {P.shape} and true {Y.shape} must be [n, {len(targets)}]")
     out: dict[str, dict[str, float]] = {}
     if task == "regression":
-        fns = {"ccc": ccc, "pcc": pcc, "mae": mae}
-        for name, fn in fns.items():
-            out[name] = {t: fn(P[:, i], Y[:, i]) for i, t in enumerate(targets)}
+        reference = Y
     elif task == "binary":
-        hi_true = Y >= threshold
-        hi_pred = P >= 0.5
-        out["acc"] = {t: accuracy(hi_true[:, i], hi_pred[:, i]) for i, t in enumerate(targets)}
-        out["f1"] = {t: f1(hi_true[:, i], hi_pred[:, i]) for i, t in enumerate(targets)}
+        reference = (Y >= threshold).astype(np.float64)   # probabilities are compared with 0/1 labels
     else:
         raise ValueError(f"unknown task {task!r}")
+    for name, fn in (("ccc", ccc), ("pcc", pcc), ("mae", mae)):
+        out[name] = {t: fn(P[:, i], reference[:, i]) for i, t in enumerate(targets)}
+    if task == "binary":
+        hi_true, hi_pred = Y >= threshold, P >= 0.5
+        out["acc"] = {t: accuracy(hi_true[:, i], hi_pred[:, i]) for i, t in enumerate(targets)}
+        out["f1"] = {t: f1(hi_true[:, i], hi_pred[:, i]) for i, t in enumerate(targets)}
     for per_target in out.values():
         per_target["mean"] = float(np.nanmean([per_target[t] for t in targets]))
     return out
