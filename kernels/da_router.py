@@ -1,0 +1,506 @@
+r"""Triton kernels: Emotion Expert Bank with the DA-router (paper Eq. 5-6), forward and backward.
+
+Entry point: :func:`da_router_core` (called by ``himoe_fast.fast.router.da_router(backend="triton")``,
+which adds the cheap per-token projections and the ``diff`` combination as plain torch ops).
+Importing this module imports triton: on a machine without CUDA set ``TRITON_INTERPRET=1`` first.
+
+What the kernels compute
+========================
+Per token ``z`` (a row of ``[N, d]``), expert ``l = 0..L-1`` and softmax ``p = 0..P-1``
+(``P = 2`` for ``diff``, else 1)::
+
+    a_l   = z W1_l + b1_l                         [h]     W1 [L, d, h], b1 [L, h]
+    u_l   = gelu(a_l)                             [h]     exact erf GELU
+    f_l   = u_l W2_l + b2_l                       [d]     W2 [L, h, d], b2 [L, d]
+    phi_pl = sc <v_p, f_l>                        dot / diff: v_p = (z W_q,p) W_k,p^T given [P, N, d],
+                                                  sc = 1/sqrt(r)   (== <q_p, f_l W_k,p> / sqrt(r))
+           = s <qh, k_l> / max(|k_l|, eps)        cosine: k_l = f_l W_k [r], qh = q / max(|q|, eps)
+    S_pl  = softmax_l(phi_pl)                     [P, N, L]
+    A_p   = sum_l S_pl f_l                        [P, N, d]
+
+The caller forms ``e = A_0`` and ``beta = S_0`` (dot, cosine) or ``e = A_0 - lam A_1`` and
+``beta = S_0 - lam S_1`` (diff) with torch ops, so autograd handles ``lam``, the projections
+``q, v, qh`` (incl. the cosine normalisation of ``q``) and the user's gradient on ``beta``.
+
+Forward (``_fwd_kernel``), one program per block of ``BLOCK_N`` tokens, loop over experts with an
+online (flash-style) softmax, so the ``[L, N, d]`` expert outputs never exist in memory::
+
+    m_p = -inf, ell_p = 0, acc_p = 0                       running max, sum, accumulator
+    for l in 0..L-1:
+        f_l   = b2_l + sum_{h-tiles t} gelu(z W1_l[:, t] + b1_l[t]) W2_l[t, :]
+        phi_pl as above, stored to PHI [P, N, L] (cheap)
+        m'    = max(m_p, phi_pl);  c = exp(m_p - m')
+        ell_p = c ell_p + exp(phi_pl - m');  acc_p = c acc_p + exp(phi_pl - m') f_l;  m_p = m'
+    A_p = acc_p / ell_p,  LSE_p = m_p + log ell_p,  and on the host S_pl = exp(PHI_pl - LSE_p).
+
+Backward: derivation
+====================
+Given ``gA_p = dL/dA_p`` ``[P, N, d]`` and ``gS_p = dL/dS_p`` ``[P, N, L]`` (what the caller's
+torch ops send back: for diff ``gA_0 = g_e, gA_1 = -lam g_e, gS_0 = g_beta, gS_1 = -lam g_beta``).
+
+1. ``A_p`` and ``S_p`` both depend on ``S_pl``; the total derivative w.r.t. the weight is::
+
+       G_pl = dL/dS_pl = <gA_p, f_l> + gS_pl
+
+2. Softmax Jacobian ``dS_pj/dphi_pl = S_pj (delta_jl - S_pl)``::
+
+       dphi_pl = dL/dphi_pl = S_pl (G_pl - D_p),   D_p = sum_j S_pj G_pj = <gA_p, A_p> + <gS_p, S_p>
+
+   ``D_p`` needs only saved per-token quantities (``A``, ``S``), so it is computed on the host
+   before the kernel and the backward needs a single pass over the experts.
+   (For ``P = 1`` with e = A and beta = S this is the familiar
+   ``dL/dphi_l = beta_l(<g_e, f_l> + g_beta_l - <g_e, e> - <g_beta, beta>)``.)
+
+3. Logit to its inputs.
+   dot / diff (``phi = sc <v, f>``)::
+
+       dL/dv_p   = sc sum_l dphi_pl f_l                 (-> GV; the host's autograd turns it into
+                                                          dL/dq = dL/dv W_k, dL/dW_k = dL/dv^T q, ...)
+       dL/df_l  += sc dphi_pl v_p
+
+   cosine (``phi = s <qh, kh>``, ``kh = k / kn``, ``kn = max(|k|, eps)``, ``c_l = <qh, kh_l>``).
+   ``d kh / d k = (I - kh kh^T) / |k|`` where ``|k| >= eps`` and ``I / eps`` where the clamp is
+   active (the clamped norm is then a constant), hence with ``mask_l = [|k_l| >= eps]``::
+
+       dL/dk_l   = s dphi_l (qh - mask_l c_l kh_l) / kn_l                       [r]
+       dL/dqh    = s sum_l dphi_l kh_l                  (-> GQH; autograd does the q normalisation)
+       dL/ds     = sum_l dphi_l c_l                     (-> GSC per token, summed on the host)
+       dL/dW_k  += f_l^T dL/dk_l                        (per-program partial, summed on the host)
+       dL/df_l  += dL/dk_l W_k^T
+
+4. ``A_p = sum_l S_pl f_l`` adds ``dL/df_l += sum_p S_pl gA_p``.  Call the total ``gf_l`` [d].
+
+5. Back through the expert FFN (``gelu'(a) = Phi(a) + a phi(a)``, standard normal cdf/pdf)::
+
+       dL/db2_l = sum_n gf_l          dL/dW2_l = u_l^T gf_l         gu_l = gf_l W2_l^T
+       ga_l     = gu_l * gelu'(a_l)   dL/db1_l = sum_n ga_l         dL/dW1_l = z^T ga_l
+       dL/dz   += sum_l ga_l W1_l^T   (+ the projections' share, added by autograd on the host)
+
+Backward kernel (``_bwd_kernel``): ``C`` programs, each looping over token blocks
+``pid, pid + C, ...``; per block and expert it recomputes ``f_l`` (pass 1 over the h-tiles),
+forms ``G, dphi, gf_l`` (steps 1-4), then recomputes ``a_l, u_l`` per h-tile (pass 2) for step 5.
+Per-token results (dL/dz, GV / GQH / GSC) are plain stores; weight gradients are accumulated by
+read-modify-write into the program's own fp32 partial slice ``[C, ...]`` (no atomics, so the result is
+deterministic) and summed over ``C`` on the host. ``C`` is bounded (SM count, memory) independently
+of the autotuned ``BLOCK_N``.  Cost: 7 GEMM-tiles per (block, expert) against 6 if the hidden were
+stored; memory kept for backward: z, A ``[P, N, d]``, S ``[P, N, L]`` only.
+
+Dtypes and sizes: fp32 (``tl.dot`` with ``input_precision="ieee"``, parity mode) and bf16 (GPU only;
+operands cast to bf16, accumulation and softmax statistics in fp32). Any N, d, h, r, L: blocks are
+padded to powers of two >= 16 and masked. ``d`` and ``r`` are held whole in registers per token
+block (fine for d <= 256; larger d is correct but spills). Autotuned on CUDA; under
+``TRITON_INTERPRET=1`` one fixed small config.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+COSINE_EPS = 1e-6                     # == himoe_fast.model.router.COSINE_EPS
+MODE_DOT, MODE_COSINE, MODE_DIFF = 0, 1, 2
+_MODES = {"dot": MODE_DOT, "cosine": MODE_COSINE, "diff": MODE_DIFF}
+
+#: ``tl.dot`` precision for fp32 inputs: "ieee" (parity with the reference) or "tf32" (faster on GPU).
+FP32_PRECISION = "ieee"
+
+
+def _interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+# ----------------------------------------------------------------------------------------------
+# device helpers
+# ----------------------------------------------------------------------------------------------
+
+@triton.jit
+def _gelu(a):
+    # exact erf GELU, a: fp32
+    return 0.5 * a * (1.0 + tl.erf(a * 0.7071067811865476))
+
+
+@triton.jit
+def _gelu_grad(a):
+    # d gelu / d a = Phi(a) + a * pdf(a)
+    cdf = 0.5 * (1.0 + tl.erf(a * 0.7071067811865476))
+    pdf = tl.exp(-0.5 * a * a) * 0.3989422804014327
+    return cdf + a * pdf
+
+
+@triton.jit
+def _expert_out(z, W1, B1, W2, B2, l, offs_d, mask_d, D, H,
+                BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_H: tl.constexpr, PREC: tl.constexpr):
+    """f_l = gelu(z W1_l + b1_l) W2_l + b2_l for one token block.  z: [BLOCK_N, BLOCK_D] -> fp32 same."""
+    DT = W1.dtype.element_ty
+    b2 = tl.load(B2 + l * D + offs_d, mask=mask_d, other=0.0).to(tl.float32)              # [BD]
+    f = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32) + b2[None, :]
+    for h0 in range(0, H, BLOCK_H):
+        offs_h = h0 + tl.arange(0, BLOCK_H)
+        mask_h = offs_h < H
+        w1 = tl.load(W1 + l * D * H + offs_d[:, None] * H + offs_h[None, :],
+                     mask=mask_d[:, None] & mask_h[None, :], other=0.0)                     # [BD, BH]
+        b1 = tl.load(B1 + l * H + offs_h, mask=mask_h, other=0.0).to(tl.float32)           # [BH]
+        a = tl.dot(z, w1, input_precision=PREC) + b1[None, :]                              # [BN, BH]
+        u = _gelu(a)
+        w2 = tl.load(W2 + l * H * D + offs_h[:, None] * D + offs_d[None, :],
+                     mask=mask_h[:, None] & mask_d[None, :], other=0.0)                     # [BH, BD]
+        f += tl.dot(u.to(DT), w2, input_precision=PREC)                                    # [BN, BD]
+    return f
+
+
+# ----------------------------------------------------------------------------------------------
+# forward
+# ----------------------------------------------------------------------------------------------
+
+@triton.jit
+def _fwd_kernel(Z, W1, B1, W2, B2, V, QH, WK, SCALE,          # inputs
+                A, PHI, LSE,                                  # outputs
+                N, D, H, R, L, sc,
+                MODE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                BLOCK_H: tl.constexpr, BLOCK_R: tl.constexpr, PREC: tl.constexpr):
+    # Z [N, D]; W1 [L, D, H]; B1 [L, H]; W2 [L, H, D]; B2 [L, D]
+    # V [P, N, D] (dot/diff); QH [N, R], WK [D, R], SCALE [] (cosine)
+    # A [P, N, D] fp32; PHI [P, N, L] fp32; LSE [P, N] fp32
+    pid = tl.program_id(0)
+    offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    mask_n = offs_n < N
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < D
+    mask_nd = mask_n[:, None] & mask_d[None, :]
+    z = tl.load(Z + offs_n[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0)        # [BN, BD]
+    DT = W1.dtype.element_ty
+
+    v0 = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+    v1 = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+    qh = tl.zeros((BLOCK_N, BLOCK_R), dtype=tl.float32)
+    wk = tl.zeros((BLOCK_D, BLOCK_R), dtype=DT)
+    s = 0.0
+    if MODE == 1:
+        offs_r = tl.arange(0, BLOCK_R)
+        mask_r = offs_r < R
+        qh = tl.load(QH + offs_n[:, None] * R + offs_r[None, :],
+                     mask=mask_n[:, None] & mask_r[None, :], other=0.0).to(tl.float32)     # [BN, BR]
+        wk = tl.load(WK + offs_d[:, None] * R + offs_r[None, :],
+                     mask=mask_d[:, None] & mask_r[None, :], other=0.0)                    # [BD, BR]
+        s = tl.load(SCALE).to(tl.float32)
+    else:
+        v0 = tl.load(V + offs_n[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0).to(tl.float32)
+        if MODE == 2:
+            v1 = tl.load(V + N * D + offs_n[:, None] * D + offs_d[None, :], mask=mask_nd,
+                         other=0.0).to(tl.float32)
+
+    m0 = tl.full((BLOCK_N,), float("-inf"), dtype=tl.float32)
+    m1 = tl.full((BLOCK_N,), float("-inf"), dtype=tl.float32)
+    l0 = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    l1 = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    acc0 = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+    acc1 = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+    for l in range(0, L):
+        f = _expert_out(z, W1, B1, W2, B2, l, offs_d, mask_d, D, H, BLOCK_N, BLOCK_D, BLOCK_H, PREC)
+        if MODE == 1:
+            k = tl.dot(f.to(DT), wk, input_precision=PREC)                                 # [BN, BR]
+            kn = tl.maximum(tl.sqrt(tl.sum(k * k, axis=1)), 1e-6)
+            phi0 = s * tl.sum(qh * k, axis=1) / kn                                         # [BN]
+        else:
+            phi0 = sc * tl.sum(v0 * f, axis=1)
+        tl.store(PHI + offs_n * L + l, phi0, mask=mask_n)
+        m_new = tl.maximum(m0, phi0)
+        c = tl.exp(m0 - m_new)
+        p = tl.exp(phi0 - m_new)
+        l0 = l0 * c + p
+        acc0 = acc0 * c[:, None] + p[:, None] * f
+        m0 = m_new
+        if MODE == 2:
+            phi1 = sc * tl.sum(v1 * f, axis=1)
+            tl.store(PHI + N * L + offs_n * L + l, phi1, mask=mask_n)
+            m_new1 = tl.maximum(m1, phi1)
+            c1 = tl.exp(m1 - m_new1)
+            p1 = tl.exp(phi1 - m_new1)
+            l1 = l1 * c1 + p1
+            acc1 = acc1 * c1[:, None] + p1[:, None] * f
+            m1 = m_new1
+
+    tl.store(A + offs_n[:, None] * D + offs_d[None, :], acc0 / l0[:, None], mask=mask_nd)
+    tl.store(LSE + offs_n, m0 + tl.log(l0), mask=mask_n)
+    if MODE == 2:
+        tl.store(A + N * D + offs_n[:, None] * D + offs_d[None, :], acc1 / l1[:, None], mask=mask_nd)
+        tl.store(LSE + N + offs_n, m1 + tl.log(l1), mask=mask_n)
+
+
+# ----------------------------------------------------------------------------------------------
+# backward
+# ----------------------------------------------------------------------------------------------
+
+@triton.jit
+def _bwd_kernel(Z, W1, B1, W2, B2, V, QH, WK, SCALE,          # forward inputs
+                S, GA, GS, DD,                                # saved / incoming: S, dL/dA, dL/dS, D
+                GZ, GV, GQH, GSC,                             # per-token outputs
+                GW1P, GB1P, GW2P, GB2P, GWKP,                 # per-program partial weight grads
+                N, D, H, R, L, sc,
+                MODE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                BLOCK_H: tl.constexpr, BLOCK_R: tl.constexpr, PREC: tl.constexpr):
+    # S, GS [P, N, L] fp32; GA [P, N, D] fp32; DD [P, N] fp32
+    # GZ [N, D]; GV [P, N, D] (dot/diff); GQH [N, R], GSC [N] (cosine)   -- fp32
+    # GW1P [C, L, D, H]; GB1P [C, L, H]; GW2P [C, L, H, D]; GB2P [C, L, D]; GWKP [C, D, R]  -- fp32
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    DT = W1.dtype.element_ty
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < D
+    offs_r = tl.arange(0, BLOCK_R)
+    mask_r = offs_r < R
+    mask_dr = mask_d[:, None] & mask_r[None, :]
+    wk = tl.zeros((BLOCK_D, BLOCK_R), dtype=DT)
+    s = 0.0
+    if MODE == 1:
+        wk = tl.load(WK + offs_d[:, None] * R + offs_r[None, :], mask=mask_dr, other=0.0)   # [BD, BR]
+        s = tl.load(SCALE).to(tl.float32)
+    num_blocks = tl.cdiv(N, BLOCK_N)
+    for blk in range(pid, num_blocks, nprog):
+        offs_n = blk * BLOCK_N + tl.arange(0, BLOCK_N)
+        mask_n = offs_n < N
+        mask_nd = mask_n[:, None] & mask_d[None, :]
+        z = tl.load(Z + offs_n[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0)    # [BN, BD]
+        ga0 = tl.load(GA + offs_n[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0)  # [BN, BD]
+        dd0 = tl.load(DD + offs_n, mask=mask_n, other=0.0)                                 # [BN]
+        v0 = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+        v1 = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+        ga1 = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+        dd1 = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        qh = tl.zeros((BLOCK_N, BLOCK_R), dtype=tl.float32)
+        if MODE == 1:
+            qh = tl.load(QH + offs_n[:, None] * R + offs_r[None, :],
+                         mask=mask_n[:, None] & mask_r[None, :], other=0.0).to(tl.float32)
+        else:
+            v0 = tl.load(V + offs_n[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0).to(tl.float32)
+            if MODE == 2:
+                v1 = tl.load(V + N * D + offs_n[:, None] * D + offs_d[None, :], mask=mask_nd,
+                             other=0.0).to(tl.float32)
+                ga1 = tl.load(GA + N * D + offs_n[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0)
+                dd1 = tl.load(DD + N + offs_n, mask=mask_n, other=0.0)
+        gz = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+        gv0 = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+        gv1 = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
+        gqh = tl.zeros((BLOCK_N, BLOCK_R), dtype=tl.float32)
+        gsc = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        for l in range(0, L):
+            # pass 1: recompute the expert output and the gradient reaching it (steps 1-4)
+            f = _expert_out(z, W1, B1, W2, B2, l, offs_d, mask_d, D, H, BLOCK_N, BLOCK_D, BLOCK_H, PREC)
+            s0 = tl.load(S + offs_n * L + l, mask=mask_n, other=0.0)                       # [BN]
+            gs0 = tl.load(GS + offs_n * L + l, mask=mask_n, other=0.0)
+            dphi0 = s0 * (tl.sum(ga0 * f, axis=1) + gs0 - dd0)                             # [BN]
+            gf = s0[:, None] * ga0                                                         # [BN, BD]
+            if MODE == 1:
+                k = tl.dot(f.to(DT), wk, input_precision=PREC)                             # [BN, BR]
+                nk = tl.sqrt(tl.sum(k * k, axis=1))
+                kn = tl.maximum(nk, 1e-6)
+                kh = k / kn[:, None]
+                cos = tl.sum(qh * kh, axis=1)
+                cs = s * dphi0
+                proj = tl.where(nk >= 1e-6, cos, 0.0)
+                gk = cs[:, None] * (qh - proj[:, None] * kh) / kn[:, None]                 # [BN, BR]
+                gqh += cs[:, None] * kh
+                gsc += dphi0 * cos
+                gf += tl.dot(gk.to(DT), tl.trans(wk), input_precision=PREC)
+                pwk = GWKP + pid * D * R + offs_d[:, None] * R + offs_r[None, :]
+                tl.store(pwk, tl.load(pwk, mask=mask_dr, other=0.0)
+                         + tl.dot(tl.trans(f.to(DT)), gk.to(DT), input_precision=PREC), mask=mask_dr)
+            else:
+                gf += (sc * dphi0)[:, None] * v0
+                gv0 += (sc * dphi0)[:, None] * f
+                if MODE == 2:
+                    s1 = tl.load(S + N * L + offs_n * L + l, mask=mask_n, other=0.0)
+                    gs1 = tl.load(GS + N * L + offs_n * L + l, mask=mask_n, other=0.0)
+                    dphi1 = s1 * (tl.sum(ga1 * f, axis=1) + gs1 - dd1)
+                    gf += s1[:, None] * ga1 + (sc * dphi1)[:, None] * v1
+                    gv1 += (sc * dphi1)[:, None] * f
+            pb2 = GB2P + (pid * L + l) * D + offs_d
+            tl.store(pb2, tl.load(pb2, mask=mask_d, other=0.0) + tl.sum(gf, axis=0), mask=mask_d)
+            gf_dt = gf.to(DT)
+            # pass 2: back through the FFN, h-tile by h-tile (step 5)
+            for h0 in range(0, H, BLOCK_H):
+                offs_h = h0 + tl.arange(0, BLOCK_H)
+                mask_h = offs_h < H
+                mask_dh = mask_d[:, None] & mask_h[None, :]
+                mask_hd = mask_h[:, None] & mask_d[None, :]
+                w1 = tl.load(W1 + l * D * H + offs_d[:, None] * H + offs_h[None, :], mask=mask_dh, other=0.0)
+                b1 = tl.load(B1 + l * H + offs_h, mask=mask_h, other=0.0).to(tl.float32)
+                a = tl.dot(z, w1, input_precision=PREC) + b1[None, :]                      # [BN, BH]
+                u = _gelu(a)
+                w2 = tl.load(W2 + l * H * D + offs_h[:, None] * D + offs_d[None, :], mask=mask_hd, other=0.0)
+                gu = tl.dot(gf_dt, tl.trans(w2), input_precision=PREC)                     # [BN, BH]
+                ga = gu * _gelu_grad(a)
+                pw2 = GW2P + (pid * L + l) * H * D + offs_h[:, None] * D + offs_d[None, :]
+                tl.store(pw2, tl.load(pw2, mask=mask_hd, other=0.0)
+                         + tl.dot(tl.trans(u.to(DT)), gf_dt, input_precision=PREC), mask=mask_hd)
+                ga_dt = ga.to(DT)
+                pw1 = GW1P + (pid * L + l) * D * H + offs_d[:, None] * H + offs_h[None, :]
+                tl.store(pw1, tl.load(pw1, mask=mask_dh, other=0.0)
+                         + tl.dot(tl.trans(z), ga_dt, input_precision=PREC), mask=mask_dh)
+                pb1 = GB1P + (pid * L + l) * H + offs_h
+                tl.store(pb1, tl.load(pb1, mask=mask_h, other=0.0) + tl.sum(ga, axis=0), mask=mask_h)
+                gz += tl.dot(ga_dt, tl.trans(w1), input_precision=PREC)                    # [BN, BD]
+        tl.store(GZ + offs_n[:, None] * D + offs_d[None, :], gz, mask=mask_nd)
+        if MODE == 1:
+            tl.store(GQH + offs_n[:, None] * R + offs_r[None, :], gqh, mask=mask_n[:, None] & mask_r[None, :])
+            tl.store(GSC + offs_n, gsc, mask=mask_n)
+        else:
+            tl.store(GV + offs_n[:, None] * D + offs_d[None, :], gv0, mask=mask_nd)
+            if MODE == 2:
+                tl.store(GV + N * D + offs_n[:, None] * D + offs_d[None, :], gv1, mask=mask_nd)
+
+
+# ----------------------------------------------------------------------------------------------
+# launch configuration
+# ----------------------------------------------------------------------------------------------
+
+_INTERP_BLOCK_N, _INTERP_BLOCK_H = 16, 32
+
+
+def _configs():
+    return [triton.Config({"BLOCK_N": bn, "BLOCK_H": bh}, num_warps=w, num_stages=st)
+            for bn in (16, 32, 64) for bh in (32, 64) for w in (4, 8) for st in (1, 2)]
+
+
+_PARTIALS = ["GW1P", "GB1P", "GW2P", "GB2P", "GWKP"]
+_KEY = ["D", "H", "R", "L", "MODE", "PREC"]
+_fwd_tuned = triton.autotune(configs=_configs(), key=_KEY)(_fwd_kernel)
+_bwd_tuned = triton.autotune(configs=_configs(), key=_KEY, reset_to_zero=_PARTIALS)(_bwd_kernel)
+
+
+def _pow2(x: int) -> int:
+    return max(16, triton.next_power_of_2(int(x)))
+
+
+def _precision(dtype: torch.dtype) -> str:
+    return FP32_PRECISION if dtype == torch.float32 else "tf32"
+
+
+def _num_partials(N: int, device: torch.device, bytes_per_partial: int) -> int:
+    """How many per-program partial weight-gradient slices the backward uses (its grid size cap)."""
+    blocks = triton.cdiv(N, 16)
+    if device.type != "cuda":
+        return max(1, triton.cdiv(N, _INTERP_BLOCK_N))
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    cap = max(1, (256 << 20) // max(1, bytes_per_partial))            # <= 256 MiB of partials
+    return max(1, min(blocks, sms, cap))
+
+
+def _launch_fwd(z, w1, b1, w2, b2, v, qh, wk, scale, sc, mode):
+    N, D = z.shape
+    L, _, H = w1.shape
+    P = 2 if mode == MODE_DIFF else 1
+    R = qh.shape[-1] if mode == MODE_COSINE else 16
+    dev = z.device
+    A = torch.empty(P, N, D, device=dev, dtype=torch.float32)
+    PHI = torch.empty(P, N, L, device=dev, dtype=torch.float32)
+    LSE = torch.empty(P, N, device=dev, dtype=torch.float32)
+    V = v if v is not None else z
+    QH = qh if qh is not None else z
+    WK = wk if wk is not None else w1
+    SC = scale if scale is not None else z
+    args = (z, w1, b1, w2, b2, V, QH, WK, SC, A, PHI, LSE, N, D, H, R, L, float(sc or 0.0))
+    meta = dict(MODE=mode, BLOCK_D=_pow2(D), BLOCK_R=_pow2(R), PREC=_precision(z.dtype))
+    if _interpret() or dev.type != "cuda":
+        _fwd_kernel[(triton.cdiv(N, _INTERP_BLOCK_N),)](
+            *args, BLOCK_N=_INTERP_BLOCK_N, BLOCK_H=_INTERP_BLOCK_H, **meta)
+    else:
+        _fwd_tuned[lambda m: (triton.cdiv(N, m["BLOCK_N"]),)](*args, **meta)
+    S = torch.exp(PHI - LSE.unsqueeze(-1))                                  # [P, N, L]
+    return A, S
+
+
+def _launch_bwd(z, w1, b1, w2, b2, v, qh, wk, scale, sc, mode, S, gA, gS, DD):
+    N, D = z.shape
+    L, _, H = w1.shape
+    P = 2 if mode == MODE_DIFF else 1
+    R = qh.shape[-1] if mode == MODE_COSINE else 16
+    dev, f32 = z.device, torch.float32
+    per_partial = 4 * (L * (2 * D * H + H + D) + (D * R if mode == MODE_COSINE else 0))
+    C = _num_partials(N, dev, per_partial)
+    GZ = torch.empty(N, D, device=dev, dtype=f32)
+    GV = torch.empty(P, N, D, device=dev, dtype=f32) if mode != MODE_COSINE else GZ
+    GQH = torch.empty(N, R, device=dev, dtype=f32) if mode == MODE_COSINE else GZ
+    GSC = torch.empty(N, device=dev, dtype=f32) if mode == MODE_COSINE else GZ
+    GW1P = torch.zeros(C, L, D, H, device=dev, dtype=f32)
+    GB1P = torch.zeros(C, L, H, device=dev, dtype=f32)
+    GW2P = torch.zeros(C, L, H, D, device=dev, dtype=f32)
+    GB2P = torch.zeros(C, L, D, device=dev, dtype=f32)
+    GWKP = torch.zeros(C, D, R, device=dev, dtype=f32) if mode == MODE_COSINE else GB2P
+    V = v if v is not None else z
+    QH = qh if qh is not None else z
+    WK = wk if wk is not None else w1
+    SC = scale if scale is not None else z
+    args = (z, w1, b1, w2, b2, V, QH, WK, SC, S, gA, gS, DD, GZ, GV, GQH, GSC,
+            GW1P, GB1P, GW2P, GB2P, GWKP, N, D, H, R, L, float(sc or 0.0))
+    meta = dict(MODE=mode, BLOCK_D=_pow2(D), BLOCK_R=_pow2(R), PREC=_precision(z.dtype))
+    if _interpret() or dev.type != "cuda":
+        _bwd_kernel[(min(C, triton.cdiv(N, _INTERP_BLOCK_N)),)](
+            *args, BLOCK_N=_INTERP_BLOCK_N, BLOCK_H=_INTERP_BLOCK_H, **meta)
+    else:
+        _bwd_tuned[lambda m: (min(C, triton.cdiv(N, m["BLOCK_N"])),)](*args, **meta)
+    grads = dict(z=GZ, w1=GW1P.sum(0), b1=GB1P.sum(0), w2=GW2P.sum(0), b2=GB2P.sum(0))
+    if mode == MODE_COSINE:
+        grads.update(qh=GQH.unsqueeze(0), wk=GWKP.sum(0).unsqueeze(0), scale=GSC.sum())
+    else:
+        grads.update(v=GV)
+    return grads
+
+
+# ----------------------------------------------------------------------------------------------
+# autograd
+# ----------------------------------------------------------------------------------------------
+
+class DARouterCore(torch.autograd.Function):
+    """(z, w1, b1, w2, b2, v | qh, wk, scale) -> (A ``[P, N, d]``, S ``[P, N, L]``); see module doc.
+
+    z ``[N, d]``; w1 ``[L, d, h]``; b1 ``[L, h]``; w2 ``[L, h, d]``; b2 ``[L, d]``;
+    dot / diff: v ``[P, N, d]`` (``P = 1`` dot, 2 diff), ``sc`` a float (1/sqrt(r));
+    cosine: qh ``[1, N, r]`` (unit rows), wk ``[1, d, r]``, scale ``[]``.
+    """
+
+    @staticmethod
+    def forward(ctx, z, w1, b1, w2, b2, v, qh, wk, scale, sc, mode):
+        dtype = z.dtype
+        c = lambda t: None if t is None else t.contiguous()              # noqa: E731
+        z, w1, b1, w2, b2, v, qh, wk, scale = map(c, (z, w1, b1, w2, b2, v, qh, wk, scale))
+        if wk is not None:
+            wk = wk[0]
+        if qh is not None:
+            qh = qh[0]
+        A, S = _launch_fwd(z, w1, b1, w2, b2, v, qh, wk, scale, sc, mode)
+        ctx.save_for_backward(z, w1, b1, w2, b2, v, qh, wk, scale, A, S)
+        ctx.sc, ctx.mode = sc, mode
+        if dtype != torch.float32:
+            return A.to(dtype), S.to(dtype)
+        return A, S
+
+    @staticmethod
+    def backward(ctx, gA, gS):
+        z, w1, b1, w2, b2, v, qh, wk, scale, A, S = ctx.saved_tensors
+        gA = gA.float().contiguous()
+        gS = gS.float().contiguous()
+        DD = ((gA * A).sum(-1) + (gS * S).sum(-1)).contiguous()           # [P, N]
+        g = _launch_bwd(z, w1, b1, w2, b2, v, qh, wk, scale, ctx.sc, ctx.mode, S, gA, gS, DD)
+        cast = lambda t, ref: None if t is None or ref is None else t.to(ref.dtype)  # noqa: E731
+        return (cast(g["z"], z), cast(g["w1"], w1), cast(g["b1"], b1), cast(g["w2"], w2), cast(g["b2"], b2),
+                cast(g.get("v"), v), cast(g.get("qh"), qh), cast(g.get("wk"), wk),
+                cast(g.get("scale"), scale), None, None)
+
+
+def da_router_core(z, w1, b1, w2, b2, v=None, qh=None, wk=None, scale=None, sc=None):
+    """Fused core on Triton. dot/diff: pass ``v [P, N, d]`` and ``sc``; cosine: ``qh [1, N, r]``,
+    ``wk [1, d, r]``, ``scale []``. Returns (A ``[P, N, d]``, S ``[P, N, L]``) in ``z.dtype``."""
+    if qh is not None:
+        mode = MODE_COSINE
+    else:
+        mode = MODE_DIFF if v.shape[0] == 2 else MODE_DOT
+    if z.shape[0] == 0:                                       # nothing to launch
+        P, L = (2 if mode == MODE_DIFF else 1), w1.shape[0]
+        zero = (z.sum() + w1.sum() + b1.sum() + w2.sum() + b2.sum()) * 0
+        return (z.new_zeros(P, 0, z.shape[1]) + zero, z.new_zeros(P, 0, L) + zero)
+    return DARouterCore.apply(z, w1, b1, w2, b2, v, qh, wk, scale, sc, mode)
