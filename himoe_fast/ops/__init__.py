@@ -1,8 +1,11 @@
 """Functional ops with backend dispatch.
 
 ``masked_ntxent(z, present, temperature, backend)``: ``"torch"`` is the readable reference in
-:mod:`himoe_fast.ops.ntxent`; ``"ext"`` is the tiled C++/CUDA operator; ``"auto"`` picks the
-extension when it is available and the torch reference otherwise.
+:mod:`himoe_fast.ops.ntxent`; ``"ext"`` is the tiled C++/CUDA operator
+``torch.ops.himoe_fast.masked_ntxent`` (built on first use, see :mod:`himoe_fast.ops.ext`);
+``"auto"`` uses the extension when it has a kernel for the tensor's dtype and device and the torch
+reference otherwise. When the extension cannot be built (no compiler), ``"ext"`` and ``"auto"`` fall
+back to the torch reference with a one-time warning.
 """
 
 from __future__ import annotations
@@ -22,9 +25,18 @@ def masked_ntxent(z: torch.Tensor, present: torch.Tensor, temperature: float = 0
     """
     if backend not in BACKENDS:
         raise ValueError(f"masked_ntxent: backend must be one of {BACKENDS}, got {backend!r}")
-    if backend == "ext":
-        raise NotImplementedError("masked_ntxent: the C++/CUDA extension backend is not built yet; "
-                                  "use backend='torch'")
+    if backend != "torch":
+        if z.dim() != 3 or present.shape != z.shape[:2]:
+            raise ValueError(f"masked_ntxent: expected z [M, N, d] and present [M, N], got {tuple(z.shape)} "
+                             f"and {tuple(present.shape)}")
+        from . import ext
+
+        if ext.load_extension() is not None:
+            why_not = ext.supports(z)
+            if why_not is None:
+                return torch.ops.himoe_fast.masked_ntxent(z, present.to(torch.bool), float(temperature))
+            if backend == "ext":
+                raise ValueError(f"masked_ntxent: backend='ext' has no kernel for this input: {why_not}")
     return masked_ntxent_torch(z, present, temperature)
 
 

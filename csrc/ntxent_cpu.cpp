@@ -1,0 +1,557 @@
+// Masked NT-Xent, CPU kernels: tiled Gram blocks, each computed once for all modality pairs.
+//
+// Layout. The tokens present in modality i are gathered ("compacted") into rows off[i]..off[i+1] of
+// U [rows, d] (normalised) with their pair masks Mk [rows, M]; absent tokens are never anchors nor
+// negatives of any pair that involves i, so they cost nothing.
+//
+// Work. The unordered Gram blocks U_i U_j^T (i <= j, M(M+1)/2 of them) are cut into TILE x TILE
+// tiles; within-modality blocks are symmetric, so only tiles tA <= tB are visited. One task = one
+// tile: a BLAS GEMM (MKL sgemm_, or at::addmm_out), then the tile feeds the accumulators of every pair it
+// belongs to:
+//   * within-modality tile of i: row a's sums for ALL partners j at once, masked by Mk[b, j]
+//     (E [Ta x Tb] @ Mk_B [Tb x M], a small GEMM), and, for tA != tB, the transposed rows;
+//   * cross tile (i, j): row a of i (partner j) and row b of j (partner i), masked by the pair mask.
+// No 2n x 2n matrix exists: per worker one tile of scratch, plus per-row statistics.
+//
+// Exponentials. "Shared" mode: |u| <= 1, so every logit is <= 1/tau; with the fixed shift 1/tau
+// every exp lies in [exp(-2/tau), 1], which is exact as long as that does not underflow (fp32: tau >=
+// 0.025, fp64: tau >= 0.00286). Then one exp per Gram-tile element serves every pair (within blocks)
+// and both directions (cross blocks), and the row sums are masked GEMMs. Otherwise ("online" mode,
+// small tau) each (pair, row) keeps a running max and sum (online log-sum-exp), as in flash attention.
+//
+// Backward. Per-row statistics lse [rows, M] are saved; tiles are recomputed. With
+// R[a, j] = w_ij Mk[a, j] exp(1/tau - lse[a, j]) the coefficient of the similarity u_a . u_b is
+//   within:  C = E o (R_A Mk_B^T + Mk_A R_B^T)    (a rank-2M mask: one small GEMM, inner 2M)
+//   cross:   C = E o (R_A[:, j] Mk_B[:, i]^T + Mk_A[:, j] R_B[:, i]^T)
+// and grad_A += C U_B / tau, grad_B += C^T U_A / tau (BLAS). Online mode forms C with exp(x - lse).
+//
+// Threads. at::parallel_for over W workers; tasks are assigned statically (longest first to the least
+// loaded worker), each worker accumulates into its own buffers, which are summed in a fixed order:
+// results are deterministic for a given thread count.
+#include "ntxent_cpu.h"
+
+#include <ATen/Parallel.h>
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__INTEL_COMPILER)
+// Run-time dispatch of the element-wise tile loops (glibc ifunc): the shipped build stays generic
+// x86-64, the loops still get AVX2 / AVX-512 on machines that have them.
+#define HIMOE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define HIMOE_CLONES
+#endif
+
+namespace himoe {
+namespace cpu {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// BLAS. ATen's cpublas::gemm is not exported to extensions, so: MKL's LP64 Fortran sgemm_/dgemm_
+// from the already loaded libtorch_cpu when torch is built with MKL (resolved once with dlsym), else
+// at::addmm_out on from_blob views (portable, a few microseconds more per call).
+using sgemm_t = void (*)(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
+                         const int*, const float*, const int*, const float*, float*, const int*);
+using dgemm_t = void (*)(const char*, const char*, const int*, const int*, const int*, const double*, const double*,
+                         const int*, const double*, const int*, const double*, double*, const int*);
+
+struct Blas {
+  sgemm_t sgemm = nullptr;
+  dgemm_t dgemm = nullptr;
+};
+
+const Blas& blas() {
+  static const Blas b = [] {
+    Blas r;
+#if defined(__linux__)
+    if (std::getenv("HIMOE_FAST_NTXENT_ATEN_GEMM") == nullptr) {
+      void* h = dlopen("libtorch_cpu.so", RTLD_NOLOAD | RTLD_LAZY);
+      if (h != nullptr && dlsym(h, "mkl_get_max_threads") != nullptr) {  // MKL: sgemm_ is the LP64 one
+        r.sgemm = reinterpret_cast<sgemm_t>(dlsym(h, "sgemm_"));
+        r.dgemm = reinterpret_cast<dgemm_t>(dlsym(h, "dgemm_"));
+      }
+    }
+#endif
+    return r;
+  }();
+  return b;
+}
+
+inline bool fits_int(int64_t v) { return v <= std::numeric_limits<int>::max(); }
+
+template <typename T>
+void aten_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* A, int64_t lda, const T* B,
+               int64_t ldb, T beta, T* C, int64_t ldc) {
+  const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
+  at::Tensor a = ta ? at::from_blob(const_cast<T*>(A), {k, m}, {lda, 1}, opts).t()
+                    : at::from_blob(const_cast<T*>(A), {m, k}, {lda, 1}, opts);
+  at::Tensor b = tb ? at::from_blob(const_cast<T*>(B), {n, k}, {ldb, 1}, opts).t()
+                    : at::from_blob(const_cast<T*>(B), {k, n}, {ldb, 1}, opts);
+  at::Tensor c = at::from_blob(C, {m, n}, {ldc, 1}, opts);
+  at::addmm_out(c, c, a, b, beta, alpha);  // beta == 0 ignores c's old values
+}
+
+// Row-major C[m x n] = alpha * op(A) op(B) + beta * C.
+template <typename T>
+void rm_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* A, int64_t lda,
+             const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t c = 0; c < n; ++c) C[r * ldc + c] = beta == T(0) ? T(0) : beta * C[r * ldc + c];
+    return;
+  }
+  // Column-major BLAS sees row-major X as X^T: C^T = op(B)^T op(A)^T.
+  const char opa = tb ? 'T' : 'N', opb = ta ? 'T' : 'N';
+  if (fits_int(m) && fits_int(n) && fits_int(k) && fits_int(lda) && fits_int(ldb) && fits_int(ldc)) {
+    const int M_ = static_cast<int>(n), N_ = static_cast<int>(m), K_ = static_cast<int>(k);
+    const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
+    if constexpr (std::is_same_v<T, float>) {
+      if (blas().sgemm) return blas().sgemm(&opa, &opb, &M_, &N_, &K_, &alpha, B, &la, A, &lb, &beta, C, &lc);
+    } else {
+      if (blas().dgemm) return blas().dgemm(&opa, &opb, &M_, &N_, &K_, &alpha, B, &la, A, &lb, &beta, C, &lc);
+    }
+  }
+  aten_gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Element-wise loops. float: a Cody-Waite + degree-6 polynomial exp (cephes expf, ~1 ulp) written
+// so that GCC vectorises it without -ffast-math; double: std::exp (only used by gradcheck).
+static inline float exp_poly(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float t = x * 1.44269504088896341f;
+  const float fn = (t + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23 trick)
+  float r = x - fn * 0.693359375f;
+  r = r - fn * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(fn) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+// x[k] = exp(x[k] * s - c)
+HIMOE_CLONES void exp_affine(float* __restrict x, int64_t n, float s, float c) {
+  for (int64_t k = 0; k < n; ++k) x[k] = exp_poly(x[k] * s - c);
+}
+void exp_affine(double* __restrict x, int64_t n, double s, double c) {
+  for (int64_t k = 0; k < n; ++k) x[k] = std::exp(x[k] * s - c);
+}
+
+// x[k] = exp(x[k] * s - c) * m[k]
+HIMOE_CLONES void exp_affine_mul(float* __restrict x, const float* __restrict m, int64_t n, float s, float c) {
+  for (int64_t k = 0; k < n; ++k) x[k] = exp_poly(x[k] * s - c) * m[k];
+}
+void exp_affine_mul(double* __restrict x, const double* __restrict m, int64_t n, double s, double c) {
+  for (int64_t k = 0; k < n; ++k) x[k] = std::exp(x[k] * s - c) * m[k];
+}
+
+// x[b] = exp(x[b] * s - c) * (ra * mb[b] + ma * rb[b])   (one row of a cross tile, backward)
+HIMOE_CLONES void exp_affine_rank2(float* __restrict x, const float* __restrict mb, const float* __restrict rb,
+                                   int64_t n, float s, float c, float ra, float ma) {
+  for (int64_t k = 0; k < n; ++k) x[k] = exp_poly(x[k] * s - c) * (ra * mb[k] + ma * rb[k]);
+}
+void exp_affine_rank2(double* __restrict x, const double* __restrict mb, const double* __restrict rb, int64_t n,
+                      double s, double c, double ra, double ma) {
+  for (int64_t k = 0; k < n; ++k) x[k] = std::exp(x[k] * s - c) * (ra * mb[k] + ma * rb[k]);
+}
+
+template <typename T>
+inline T dot(const T* __restrict x, const T* __restrict y, int64_t n) {
+  T s = 0;
+  for (int64_t k = 0; k < n; ++k) s += x[k] * y[k];
+  return s;
+}
+
+template <typename T>
+inline void axpy(T* __restrict y, const T* __restrict x, T a, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) y[k] += a * x[k];
+}
+
+// ---------------------------------------------------------------------------------------------
+template <typename T>
+struct Problem {
+  int64_t M = 0, d = 0, rows = 0;
+  std::vector<int64_t> off;      // [M + 1] first compact row of each modality
+  std::vector<uint8_t> qual;     // [M * M] pair (i, j) qualifies
+  std::vector<uint8_t> active;   // [M] modality has at least one qualifying pair
+  const T* U = nullptr;          // [rows, d]
+  const T* Mk = nullptr;         // [rows, M]
+  T inv_tau = 0, shift = 0;
+  bool shared = true;
+};
+
+struct Task {
+  int32_t i, j;
+  int64_t a0, a1, b0, b1;
+  int64_t cost;
+};
+
+int64_t tile_size() {
+  static const int64_t fallback = 256;
+  const char* env = std::getenv("HIMOE_FAST_NTXENT_TILE");  // tests use tiny tiles
+  if (env && *env) {
+    const long v = std::strtol(env, nullptr, 10);
+    if (v >= 1) return v;
+  }
+  return fallback;
+}
+
+template <typename T>
+std::vector<Task> make_tasks(const Problem<T>& P, int64_t tile) {
+  std::vector<Task> tasks;
+  for (int32_t i = 0; i < P.M; ++i) {
+    if (!P.active[i]) continue;
+    const int64_t n = P.off[i + 1] - P.off[i];
+    for (int64_t a0 = 0; a0 < n; a0 += tile)
+      for (int64_t b0 = a0; b0 < n; b0 += tile) {
+        const int64_t a1 = std::min(n, a0 + tile), b1 = std::min(n, b0 + tile);
+        tasks.push_back({i, i, a0, a1, b0, b1, (a1 - a0) * (b1 - b0) / (a0 == b0 ? 2 : 1) + 1});
+      }
+  }
+  for (int32_t i = 0; i < P.M; ++i)
+    for (int32_t j = i + 1; j < P.M; ++j) {
+      if (!P.qual[i * P.M + j]) continue;
+      const int64_t ni = P.off[i + 1] - P.off[i], nj = P.off[j + 1] - P.off[j];
+      for (int64_t a0 = 0; a0 < ni; a0 += tile)
+        for (int64_t b0 = 0; b0 < nj; b0 += tile) {
+          const int64_t a1 = std::min(ni, a0 + tile), b1 = std::min(nj, b0 + tile);
+          tasks.push_back({i, j, a0, a1, b0, b1, (a1 - a0) * (b1 - b0) + 1});
+        }
+    }
+  return tasks;
+}
+
+// Longest task first onto the least loaded worker: deterministic, balanced.
+std::vector<std::vector<int64_t>> assign(const std::vector<Task>& tasks, int64_t W) {
+  std::vector<int64_t> order(tasks.size());
+  for (size_t k = 0; k < order.size(); ++k) order[k] = static_cast<int64_t>(k);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return tasks[x].cost > tasks[y].cost; });
+  std::vector<std::vector<int64_t>> per(W);
+  std::vector<int64_t> load(W, 0);
+  for (int64_t t : order) {
+    const int64_t w = std::min_element(load.begin(), load.end()) - load.begin();
+    per[w].push_back(t);
+    load[w] += tasks[t].cost;
+  }
+  return per;
+}
+
+int64_t n_workers(int64_t ntasks, int64_t buffer_bytes) {
+  int64_t W = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), ntasks));
+  // Per-worker accumulation buffers: keep them under ~512 MB together (always >= 1 worker).
+  const int64_t budget = int64_t(512) << 20;
+  if (buffer_bytes > 0) W = std::max<int64_t>(1, std::min<int64_t>(W, budget / buffer_bytes));
+  return W;
+}
+
+template <typename F>
+void run_workers(int64_t W, F&& body) {
+  if (W == 1) {
+    body(0);
+    return;
+  }
+  at::parallel_for(0, W, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t w = begin; w < end; ++w) body(w);
+  });
+}
+
+// Online log-sum-exp of the masked entries x[k * xs] (mask m[k * ms] != 0, k != skip) merged into
+// the running (mx, s).
+template <typename T>
+void online_update(T& mx, T& s, const T* x, int64_t xs, const T* m, int64_t ms, int64_t n, int64_t skip) {
+  T tmax = -std::numeric_limits<T>::infinity();
+  for (int64_t k = 0; k < n; ++k)
+    if (m[k * ms] != T(0) && k != skip) tmax = std::max(tmax, x[k * xs]);
+  if (tmax == -std::numeric_limits<T>::infinity()) return;
+  const T nm = std::max(mx, tmax);
+  T acc = (mx == -std::numeric_limits<T>::infinity()) ? T(0) : s * std::exp(mx - nm);
+  for (int64_t k = 0; k < n; ++k)
+    if (m[k * ms] != T(0) && k != skip) acc += std::exp(x[k * xs] - nm);
+  mx = nm;
+  s = acc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward: per-worker (mx, s) [rows, M]; in shared mode mx is the constant shift and s the sum.
+template <typename T>
+void forward_task(const Problem<T>& P, const Task& t, T* G, T* colbuf, T* mx, T* s) {
+  const int64_t M = P.M, d = P.d, i = t.i, j = t.j;
+  const int64_t Ta = t.a1 - t.a0, Tb = t.b1 - t.b0;
+  const int64_t rA = P.off[i] + t.a0, rB = P.off[j] + t.b0;  // first compact rows of the tile
+  const T* UA = P.U + rA * d;
+  const T* UB = P.U + rB * d;
+  const T* MkA = P.Mk + rA * M;
+  const T* MkB = P.Mk + rB * M;
+  const bool diag = (i == j && t.a0 == t.b0);
+  rm_gemm<T>(false, true, Ta, Tb, d, T(1), UA, d, UB, d, T(0), G, Tb);  // G = U_A U_B^T
+
+  if (P.shared) {
+    exp_affine(G, Ta * Tb, P.inv_tau, P.shift);  // E = exp(G / tau - 1 / tau)
+    if (diag)
+      for (int64_t a = 0; a < Ta; ++a) G[a * Tb + a] = T(0);
+    if (i == j) {
+      rm_gemm<T>(false, false, Ta, M, Tb, T(1), G, Tb, MkB, M, T(1), s + rA * M, M);
+      if (!diag) rm_gemm<T>(true, false, Tb, M, Ta, T(1), G, Tb, MkA, M, T(1), s + rB * M, M);
+    } else {
+      T* mkB = colbuf;        // Mk_B[:, i]
+      T* colsum = colbuf + Tb;
+      for (int64_t b = 0; b < Tb; ++b) {
+        mkB[b] = MkB[b * M + i];
+        colsum[b] = T(0);
+      }
+      for (int64_t a = 0; a < Ta; ++a) {
+        s[(rA + a) * M + j] += dot(G + a * Tb, mkB, Tb);
+        const T ma = MkA[a * M + j];
+        if (ma != T(0)) axpy(colsum, G + a * Tb, ma, Tb);
+      }
+      for (int64_t b = 0; b < Tb; ++b) s[(rB + b) * M + i] += colsum[b];
+    }
+    return;
+  }
+
+  // Online mode: logits x = G / tau, per (row, partner) running max and sum.
+  for (int64_t k = 0; k < Ta * Tb; ++k) G[k] *= P.inv_tau;
+  if (i == j) {
+    for (int64_t jj = 0; jj < M; ++jj) {
+      if (!P.qual[i * M + jj]) continue;
+      for (int64_t a = 0; a < Ta; ++a) {
+        if (MkA[a * M + jj] == T(0)) continue;
+        const int64_t r = (rA + a) * M + jj;
+        online_update(mx[r], s[r], G + a * Tb, 1, MkB + jj, M, Tb, diag ? a : -1);
+      }
+      if (diag) continue;
+      for (int64_t b = 0; b < Tb; ++b) {
+        if (MkB[b * M + jj] == T(0)) continue;
+        const int64_t r = (rB + b) * M + jj;
+        online_update(mx[r], s[r], G + b, Tb, MkA + jj, M, Ta, -1);
+      }
+    }
+  } else {
+    for (int64_t a = 0; a < Ta; ++a) {
+      if (MkA[a * M + j] == T(0)) continue;
+      const int64_t r = (rA + a) * M + j;
+      online_update(mx[r], s[r], G + a * Tb, 1, MkB + i, M, Tb, -1);
+    }
+    for (int64_t b = 0; b < Tb; ++b) {
+      if (MkB[b * M + i] == T(0)) continue;
+      const int64_t r = (rB + b) * M + i;
+      online_update(mx[r], s[r], G + b, Tb, MkA + j, M, Ta, -1);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward: per-worker gradient buffer g [rows, d] (LSE part, already divided by tau).
+// RM = [R | Mk], MR = [Mk | R] (each [rows, 2M]) in shared mode; lse [rows, M], w [M, M] in online mode.
+template <typename T>
+void backward_task(const Problem<T>& P, const Task& t, const T* RM, const T* MR, const T* lse, const T* w,
+                   T* G, T* K, T* colbuf, T* g) {
+  const int64_t M = P.M, d = P.d, i = t.i, j = t.j;
+  const int64_t Ta = t.a1 - t.a0, Tb = t.b1 - t.b0;
+  const int64_t rA = P.off[i] + t.a0, rB = P.off[j] + t.b0;
+  const T* UA = P.U + rA * d;
+  const T* UB = P.U + rB * d;
+  const T* MkA = P.Mk + rA * M;
+  const T* MkB = P.Mk + rB * M;
+  const bool diag = (i == j && t.a0 == t.b0);
+  rm_gemm<T>(false, true, Ta, Tb, d, T(1), UA, d, UB, d, T(0), G, Tb);
+
+  if (P.shared) {
+    if (i == j) {
+      // K = [R_A | Mk_A] [Mk_B | R_B]^T = R_A Mk_B^T + Mk_A R_B^T ; C = E o K
+      rm_gemm<T>(false, true, Ta, Tb, 2 * M, T(1), RM + rA * 2 * M, 2 * M, MR + rB * 2 * M, 2 * M, T(0), K, Tb);
+      exp_affine_mul(G, K, Ta * Tb, P.inv_tau, P.shift);
+    } else {
+      T* mB = colbuf;
+      T* rBv = colbuf + Tb;
+      for (int64_t b = 0; b < Tb; ++b) {
+        mB[b] = MkB[b * M + i];
+        rBv[b] = RM[(rB + b) * 2 * M + i];
+      }
+      for (int64_t a = 0; a < Ta; ++a)
+        exp_affine_rank2(G + a * Tb, mB, rBv, Tb, P.inv_tau, P.shift, RM[(rA + a) * 2 * M + j], MkA[a * M + j]);
+    }
+  } else {
+    const T* LA = lse + rA * M;
+    const T* LB = lse + rB * M;
+    for (int64_t a = 0; a < Ta; ++a)
+      for (int64_t b = 0; b < Tb; ++b) {
+        const T x = G[a * Tb + b] * P.inv_tau;
+        T c = 0;
+        if (i == j) {
+          for (int64_t jj = 0; jj < M; ++jj) {
+            const T mm = MkA[a * M + jj] * MkB[b * M + jj];
+            if (mm != T(0)) c += w[i * M + jj] * (std::exp(x - LA[a * M + jj]) + std::exp(x - LB[b * M + jj]));
+          }
+        } else if (MkA[a * M + j] != T(0) && MkB[b * M + i] != T(0)) {
+          c = w[i * M + j] * (std::exp(x - LA[a * M + j]) + std::exp(x - LB[b * M + i]));
+        }
+        G[a * Tb + b] = c;
+      }
+  }
+  if (diag)
+    for (int64_t a = 0; a < Ta; ++a) G[a * Tb + a] = T(0);
+  // g_A += C U_B / tau ; g_B += C^T U_A / tau  (the diagonal tile's C already holds both directions)
+  rm_gemm<T>(false, false, Ta, d, Tb, P.inv_tau, G, Tb, UB, d, T(1), g + rA * d, d);
+  if (!diag) rm_gemm<T>(true, false, Tb, d, Ta, P.inv_tau, G, Tb, UA, d, T(1), g + rB * d, d);
+}
+
+// ---------------------------------------------------------------------------------------------
+struct Compaction {
+  std::vector<at::Tensor> idx;  // per modality: indices of present tokens
+  std::vector<int64_t> off;
+};
+
+Compaction compact_index(const at::Tensor& present) {
+  Compaction c;
+  const int64_t M = present.size(0);
+  c.off.assign(M + 1, 0);
+  for (int64_t i = 0; i < M; ++i) {
+    c.idx.push_back(present[i].nonzero().squeeze(1));
+    c.off[i + 1] = c.off[i] + c.idx.back().numel();
+  }
+  return c;
+}
+
+at::Tensor gather_rows(const at::Tensor& x, const Compaction& c) {  // x [M, N, k] -> [rows, k]
+  std::vector<at::Tensor> parts;
+  for (size_t i = 0; i < c.idx.size(); ++i) parts.push_back(x[i].index_select(0, c.idx[i]));
+  return at::cat(parts, 0).contiguous();
+}
+
+at::Tensor scatter_rows(const at::Tensor& rows, const Compaction& c, int64_t N) {  // -> [M, N, k]
+  const int64_t M = static_cast<int64_t>(c.idx.size());
+  at::Tensor out = at::zeros({M, N, rows.size(1)}, rows.options());
+  for (int64_t i = 0; i < M; ++i)
+    out[i].index_copy_(0, c.idx[i], rows.narrow(0, c.off[i], c.off[i + 1] - c.off[i]));
+  return out;
+}
+
+template <typename T>
+Problem<T> make_problem(const at::Tensor& Uc, const at::Tensor& Mkc, const at::Tensor& w, const Compaction& c,
+                        double temperature) {
+  Problem<T> P;
+  P.M = w.size(0);
+  P.d = Uc.size(1);
+  P.rows = Uc.size(0);
+  P.off = c.off;
+  P.U = Uc.data_ptr<T>();
+  P.Mk = Mkc.data_ptr<T>();
+  at::Tensor wq = w.gt(0).to(at::kByte).contiguous();
+  P.qual.assign(wq.data_ptr<uint8_t>(), wq.data_ptr<uint8_t>() + P.M * P.M);
+  P.active.assign(P.M, 0);
+  for (int64_t i = 0; i < P.M; ++i)
+    for (int64_t j = 0; j < P.M; ++j) P.active[i] |= P.qual[i * P.M + j];
+  P.inv_tau = static_cast<T>(1.0 / temperature);
+  P.shared = shared_shift_ok(Uc.scalar_type(), temperature);
+  P.shift = P.shared ? P.inv_tau : T(0);
+  return P;
+}
+
+template <typename T>
+at::Tensor lse_impl(const Prep& prep, const at::Tensor& present, double temperature) {
+  const int64_t M = prep.u.size(0), N = prep.u.size(1);
+  const Compaction c = compact_index(present);
+  const at::Tensor Uc = gather_rows(prep.u, c), Mkc = gather_rows(prep.mk, c);
+  const Problem<T> P = make_problem<T>(Uc, Mkc, prep.w, c, temperature);
+  const int64_t tile = tile_size();
+  const std::vector<Task> tasks = make_tasks(P, tile);
+  const int64_t W = n_workers(static_cast<int64_t>(tasks.size()), 2 * P.rows * M * int64_t(sizeof(T)));
+  const auto per = assign(tasks, W);
+  const T ninf = -std::numeric_limits<T>::infinity();
+  std::vector<T> mx(W * P.rows * M, P.shared ? P.shift : ninf), s(W * P.rows * M, T(0));
+  run_workers(W, [&](int64_t w) {
+    std::vector<T> G(tile * tile), colbuf(2 * tile);
+    T* mxw = mx.data() + w * P.rows * M;
+    T* sw = s.data() + w * P.rows * M;
+    for (int64_t k : per[w]) forward_task(P, tasks[k], G.data(), colbuf.data(), mxw, sw);
+  });
+  // Merge the workers' (max, sum) in a fixed order; lse = max + log(sum) where the mask is set.
+  at::Tensor Lc = at::zeros({P.rows, M}, Uc.options());
+  T* L = Lc.data_ptr<T>();
+  const int64_t RM = P.rows * M;
+  at::parallel_for(0, RM, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      if (P.Mk[r] == T(0)) continue;
+      T m = ninf;
+      for (int64_t w = 0; w < W; ++w) m = std::max(m, mx[w * RM + r]);
+      T acc = 0;
+      for (int64_t w = 0; w < W; ++w)
+        if (mx[w * RM + r] != ninf) acc += s[w * RM + r] * std::exp(mx[w * RM + r] - m);
+      L[r] = m + std::log(acc);
+    }
+  });
+  return scatter_rows(Lc, c, N);
+}
+
+template <typename T>
+at::Tensor grad_impl(const Prep& prep, const at::Tensor& present, const at::Tensor& lse, double temperature) {
+  const int64_t M = prep.u.size(0), N = prep.u.size(1), d = prep.u.size(2);
+  const Compaction c = compact_index(present);
+  const at::Tensor Uc = gather_rows(prep.u, c), Mkc = gather_rows(prep.mk, c);
+  const at::Tensor Lc = gather_rows(lse.to(prep.u.scalar_type()), c);
+  const Problem<T> P = make_problem<T>(Uc, Mkc, prep.w, c, temperature);
+  const at::Tensor wc = prep.w.contiguous();
+  at::Tensor RM, MR;
+  if (P.shared) {  // R = w_ij Mk exp(1/tau - lse), [M, N, M] -> compact rows
+    const at::Tensor L = lse.to(prep.u.scalar_type());
+    const at::Tensor R = at::where(prep.mk.ne(0), prep.w.unsqueeze(1) * at::exp(static_cast<double>(P.shift) - L),
+                                   at::zeros_like(L));
+    const at::Tensor Rc = gather_rows(R, c);
+    RM = at::cat({Rc, Mkc}, 1).contiguous();
+    MR = at::cat({Mkc, Rc}, 1).contiguous();
+  }
+  const int64_t tile = tile_size();
+  const std::vector<Task> tasks = make_tasks(P, tile);
+  const int64_t W = n_workers(static_cast<int64_t>(tasks.size()), P.rows * d * int64_t(sizeof(T)));
+  const auto per = assign(tasks, W);
+  std::vector<T> gbuf(W * P.rows * d, T(0));
+  run_workers(W, [&](int64_t w) {
+    std::vector<T> G(tile * tile), K(P.shared ? tile * tile : 0), colbuf(2 * tile);
+    for (int64_t k : per[w])
+      backward_task(P, tasks[k], P.shared ? RM.data_ptr<T>() : nullptr, P.shared ? MR.data_ptr<T>() : nullptr,
+                    Lc.data_ptr<T>(), wc.data_ptr<T>(), G.data(), K.data(), colbuf.data(), gbuf.data() + w * P.rows * d);
+  });
+  at::Tensor gc = at::empty({P.rows, d}, Uc.options());
+  T* out = gc.data_ptr<T>();
+  const int64_t RD = P.rows * d;
+  at::parallel_for(0, RD, 16384, [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      T acc = 0;
+      for (int64_t w = 0; w < W; ++w) acc += gbuf[w * RD + k];
+      out[k] = acc;
+    }
+  });
+  return scatter_rows(gc, c, N);
+}
+
+}  // namespace
+
+at::Tensor lse_cpu(const Prep& prep, const at::Tensor& present, double temperature) {
+  return prep.u.scalar_type() == at::kDouble ? lse_impl<double>(prep, present, temperature)
+                                             : lse_impl<float>(prep, present, temperature);
+}
+
+at::Tensor grad_lse_cpu(const Prep& prep, const at::Tensor& present, const at::Tensor& lse, double temperature) {
+  return prep.u.scalar_type() == at::kDouble ? grad_impl<double>(prep, present, lse, temperature)
+                                             : grad_impl<float>(prep, present, lse, temperature);
+}
+
+}  // namespace cpu
+}  // namespace himoe

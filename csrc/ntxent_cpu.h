@@ -1,0 +1,16 @@
+// CPU kernels of the masked NT-Xent (see ntxent_cpu.cpp for the algorithm).
+#pragma once
+
+#include "ntxent_common.h"
+
+namespace himoe {
+namespace cpu {
+
+// lse [M, N, M]: log-sum-exp of every (anchor row, partner modality); 0 where Mk is 0.
+at::Tensor lse_cpu(const Prep& prep, const at::Tensor& present, double temperature);
+
+// d(sum_{i,a,j} w_ij Mk[i,a,j] lse[i,a,j]) / du, [M, N, d].
+at::Tensor grad_lse_cpu(const Prep& prep, const at::Tensor& present, const at::Tensor& lse, double temperature);
+
+}  // namespace cpu
+}  // namespace himoe

@@ -1,0 +1,300 @@
+"""Build, cache and load the C++/CUDA masked NT-Xent extension (``csrc/``).
+
+The sources are compiled once with :func:`torch.utils.cpp_extension.load` (ninja) into
+``$HIMOE_FAST_CACHE/ext/<name>/`` (default ``~/.cache/himoe-fast``), where ``<name>`` hashes the
+sources, the torch/Python versions, the compiler and the flags, so a changed setting builds anew and
+an unchanged one never rebuilds. Loading it registers the ops
+
+* ``torch.ops.himoe_fast.masked_ntxent(z, present, temperature) -> Tensor`` (scalar loss),
+* ``torch.ops.himoe_fast.masked_ntxent_forward(...) -> (loss, lse)`` (CPU/CUDA kernels, fake kernel,
+  autograd), ``torch.ops.himoe_fast.masked_ntxent_backward(grad, z, present, lse, temperature)``.
+
+Concurrency: one process builds while the others wait on an ``fcntl.flock`` of ``build.lock`` in the
+cache directory. The kernel drops a flock when its holder dies, so a build killed half-way leaves at
+most a lock *file*, which blocks nobody; a finished build is marked by ``BUILD_OK`` and later processes
+import the library directly (no compiler needed). Call :func:`prebuild` once in the parent before
+starting DDP workers.
+
+Without a working compiler (or on any build failure) :func:`load_extension` returns ``None`` and
+callers fall back to the torch backend; one ``warnings.warn`` per process says so.
+
+Environment: ``HIMOE_FAST_CACHE`` (cache root), ``HIMOE_FAST_NO_EXT=1`` (never build or load),
+``HIMOE_FAST_EXT_CUDA=0|1`` (leave out / force the CUDA kernels; default: when torch has CUDA and
+nvcc is found), ``HIMOE_FAST_EXT_LOCK_TIMEOUT`` (seconds to wait for another build, default 3600),
+``HIMOE_FAST_EXT_FAILED`` (set by :func:`prebuild` after a failed build so that workers do not retry).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import importlib.util
+import json
+import os
+import platform
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+CPU_SOURCES = ("ntxent_op.cpp", "ntxent_cpu.cpp")
+CUDA_SOURCES = ("ntxent_cuda.cpp", "ntxent_kernels.cu")
+HEADERS = ("ntxent_common.h", "ntxent_cpu.h", "ntxent_kernels.cuh")
+CFLAGS = ("-O3", "-fopenmp")  # no -march=native / -ffast-math: the cache may be shared across machines
+LDFLAGS = ("-fopenmp",)       # resolves to the libgomp torch already loaded (same soname)
+CUDA_CFLAGS = ("-O3",)
+OPS = ("masked_ntxent", "masked_ntxent_forward", "masked_ntxent_backward")
+
+_lock = threading.Lock()
+_state: dict = {"tried": False, "module": None, "error": None, "warned": False, "registered": False}
+
+
+# ------------------------------------------------------------------------------------------ paths
+def csrc_dir() -> Path:
+    """Folder of the shipped C++/CUDA sources (package ``himoe_fast.csrc``)."""
+    import himoe_fast.csrc as csrc
+
+    return Path(csrc.__file__).resolve().parent
+
+
+def cache_root() -> Path:
+    env = os.environ.get("HIMOE_FAST_CACHE")
+    return (Path(env).expanduser() if env else Path.home() / ".cache" / "himoe-fast") / "ext"
+
+
+def with_cuda() -> bool:
+    """Whether the CUDA kernels are compiled in (torch built with CUDA and nvcc found)."""
+    env = os.environ.get("HIMOE_FAST_EXT_CUDA")
+    if env is not None and env.strip() != "":
+        return env.strip().lower() not in ("0", "false", "no", "off")
+    if torch.version.cuda is None:
+        return False
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    return CUDA_HOME is not None
+
+
+def _config(cuda: bool) -> dict:
+    src = csrc_dir()
+    files = CPU_SOURCES + HEADERS + (CUDA_SOURCES if cuda else ())
+    h = hashlib.sha256()
+    for f in sorted(files):
+        p = src / f
+        h.update(f.encode() + b"\0" + (p.read_bytes() if p.exists() else b"<missing>") + b"\0")
+    cflags = list(CFLAGS) + (["-DHIMOE_WITH_CUDA"] if cuda else [])
+    env = {
+        "torch": torch.__version__, "torch_cuda": torch.version.cuda, "python": sys.version.split()[0],
+        "machine": platform.machine(), "system": platform.system(), "cxx": os.environ.get("CXX", "c++"),
+        "abi": int(torch._C._GLIBCXX_USE_CXX11_ABI), "cflags": cflags, "ldflags": list(LDFLAGS),
+        "cuda": cuda, "cuda_cflags": list(CUDA_CFLAGS) if cuda else [],
+        "arch": os.environ.get("TORCH_CUDA_ARCH_LIST", "") if cuda else "",
+    }
+    h.update(json.dumps(env, sort_keys=True).encode())
+    name = f"himoe_fast_ntxent_{h.hexdigest()[:16]}"
+    return {"name": name, "dir": cache_root() / name, "cflags": cflags, "cuda": cuda, "env": env,
+            "sources": [str(src / f) for f in CPU_SOURCES + (CUDA_SOURCES if cuda else ())]}
+
+
+def _library_path(cfg: dict) -> Path:
+    return cfg["dir"] / (cfg["name"] + (".pyd" if sys.platform == "win32" else ".so"))
+
+
+# ------------------------------------------------------------------------------------------ build
+@contextlib.contextmanager
+def _flock(path: Path, timeout: float):
+    """Exclusive ``fcntl.flock`` on ``path`` (created if needed); released by the kernel if we die."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"waited {timeout:.0f} s for another process building in {path.parent}")
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor drops the lock
+
+
+def _import_library(name: str, path: Path) -> ModuleType:
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, str(path))
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules[name] = module
+    return module
+
+
+def _build_or_import(cfg: dict, verbose: bool) -> ModuleType:
+    d: Path = cfg["dir"]
+    lib, marker = _library_path(cfg), d / "BUILD_OK"
+    if marker.exists() and lib.exists():
+        return _import_library(cfg["name"], lib)
+    d.mkdir(parents=True, exist_ok=True)
+    timeout = float(os.environ.get("HIMOE_FAST_EXT_LOCK_TIMEOUT", "3600"))
+    with _flock(d / "build.lock", timeout):
+        if marker.exists() and lib.exists():  # another process built it while we waited
+            return _import_library(cfg["name"], lib)
+        # torch's own build baton ("lock", an O_EXCL file) survives a killed build and would make
+        # cpp_extension.load wait forever; we hold the flock, so nobody else is building here.
+        with contextlib.suppress(FileNotFoundError):
+            (d / "lock").unlink()
+        marker.unlink(missing_ok=True)
+        from torch.utils import cpp_extension
+
+        t0 = time.perf_counter()
+        module = cpp_extension.load(
+            name=cfg["name"], sources=cfg["sources"], extra_cflags=cfg["cflags"],
+            extra_cuda_cflags=list(CUDA_CFLAGS) if cfg["cuda"] else None, extra_ldflags=list(LDFLAGS),
+            build_directory=str(d), with_cuda=cfg["cuda"], verbose=verbose, is_python_module=True,
+        )
+        tmp = d / "BUILD_OK.tmp"
+        tmp.write_text(json.dumps({**cfg["env"], "seconds": round(time.perf_counter() - t0, 1)}, indent=1))
+        os.replace(tmp, marker)
+        sys.modules.setdefault(cfg["name"], module)
+        return module
+
+
+def _register_python_parts() -> None:
+    """Fake (meta) kernels and the autograd formula of the C++-defined ops; once per process."""
+    if _state["registered"]:
+        return
+
+    @torch.library.register_fake("himoe_fast::masked_ntxent_forward")
+    def _fake_forward(z, present, temperature):
+        M, N = z.shape[0], z.shape[1]
+        return z.new_empty(()), z.new_empty((M, N, M))
+
+    @torch.library.register_fake("himoe_fast::masked_ntxent_backward")
+    def _fake_backward(grad, z, present, lse, temperature):
+        return z.new_empty(z.shape)
+
+    def _setup_context(ctx, inputs, output):
+        z, present, temperature = inputs
+        _, lse = output
+        ctx.save_for_backward(z, present, lse)
+        ctx.temperature = temperature
+        ctx.mark_non_differentiable(lse)
+
+    def _backward(ctx, grad_loss, grad_lse):
+        z, present, lse = ctx.saved_tensors
+        grad_z = None
+        if ctx.needs_input_grad[0]:
+            grad_z = torch.ops.himoe_fast.masked_ntxent_backward(grad_loss, z, present, lse, ctx.temperature)
+        return grad_z, None, None
+
+    torch.library.register_autograd("himoe_fast::masked_ntxent_forward", _backward, setup_context=_setup_context)
+    _state["registered"] = True
+
+
+# ------------------------------------------------------------------------------------------ public
+def load_extension(verbose: bool = False, warn: bool = True) -> ModuleType | None:
+    """Build (once, cached on disk) and load the extension; ``None`` when it cannot be had.
+
+    The first failure in a process is remembered (no retry) and, with ``warn``, announced once.
+    """
+    with _lock:
+        if not _state["tried"]:
+            _state["tried"] = True
+            try:
+                if os.environ.get("HIMOE_FAST_NO_EXT", "").strip() not in ("", "0"):
+                    raise RuntimeError("disabled by HIMOE_FAST_NO_EXT")
+                failed = os.environ.get("HIMOE_FAST_EXT_FAILED")
+                if failed:
+                    raise RuntimeError(f"the build failed in the parent process: {failed}")
+                cfg = _config(with_cuda())
+                _state["cfg"] = cfg
+                module = _build_or_import(cfg, verbose)
+                _register_python_parts()
+                _state["module"] = module
+            except Exception as e:  # noqa: BLE001 - any build failure means: use the torch backend
+                _state["error"] = f"{type(e).__name__}: {e}".strip()
+        module, error = _state["module"], _state["error"]
+        if module is None and warn and not _state["warned"] and not _disabled():
+            _state["warned"] = True
+            short = error if len(error) < 600 else error[:300] + " ... " + error[-300:]
+            warnings.warn(f"himoe_fast: the C++ masked NT-Xent extension is unavailable ({short}); falling back "
+                          "to the torch backend. `himoe-fast doctor` shows the build status.",
+                          RuntimeWarning, stacklevel=3)
+        return module
+
+
+def _disabled() -> bool:
+    return os.environ.get("HIMOE_FAST_NO_EXT", "").strip() not in ("", "0")
+
+
+def ext_available() -> bool:
+    """True when the extension is (or can be) built and loaded in this process."""
+    return load_extension() is not None
+
+
+def supports(z: torch.Tensor) -> str | None:
+    """``None`` if the loaded extension has a kernel for ``z`` (dtype and device), else why not."""
+    if z.dtype not in (torch.float32, torch.float64):
+        return f"dtype {z.dtype} (the extension takes float32 and float64)"
+    if z.device.type == "cpu":
+        return None
+    if z.device.type == "cuda":
+        module = _state["module"]
+        if module is not None and module.cuda_kernels():
+            return None
+        return "no CUDA kernels in this build (torch without CUDA, or nvcc not found)"
+    return f"device {z.device.type}"
+
+
+def build_status(build: bool = True) -> dict:
+    """For ``himoe-fast doctor``: is the extension built and loaded, where, with CUDA, and any error.
+
+    ``build=False`` only inspects the cache and never compiles.
+    """
+    if build:
+        load_extension(warn=False)
+    cuda = with_cuda()
+    try:
+        cfg = _state.get("cfg") or _config(cuda)
+        path, built = str(_library_path(cfg)), (cfg["dir"] / "BUILD_OK").exists()
+    except Exception as e:  # noqa: BLE001
+        path, built = None, False
+        _state.setdefault("error", f"{type(e).__name__}: {e}")
+    module = _state["module"]
+    return {
+        "loaded": module is not None,
+        "built": built,
+        "path": path,
+        "cache_dir": str(cache_root()),
+        "cuda_kernels": bool(module.cuda_kernels()) if module is not None else False,
+        "cuda_requested": cuda,
+        "disabled": _disabled(),
+        "error": _state["error"],
+        "ops": [f"torch.ops.himoe_fast.{op}" for op in OPS] if module is not None else [],
+    }
+
+
+def prebuild(verbose: bool = False) -> bool:
+    """Build/load once in the parent process before DDP workers start; returns availability.
+
+    On failure it sets ``HIMOE_FAST_EXT_FAILED`` in ``os.environ`` so that child processes fall back
+    to the torch backend without retrying the build.
+    """
+    module = load_extension(verbose=verbose)
+    if module is None and _state["error"] and not _disabled():
+        os.environ["HIMOE_FAST_EXT_FAILED"] = _state["error"][:500]
+    return module is not None
+
+
+__all__ = ["load_extension", "ext_available", "build_status", "prebuild", "supports", "csrc_dir", "cache_root",
+           "with_cuda"]
