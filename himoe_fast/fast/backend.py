@@ -1,0 +1,67 @@
+"""Backend resolution for the fast path: ``"auto" | "triton" | "torch"``.
+
+``auto`` means Triton kernels for CUDA tensors and the batched-torch CPU path otherwise. ``triton`` on
+CPU tensors runs the kernels under the Triton interpreter, which must be switched on before the kernel
+modules are decorated: :func:`load_kernel_module` sets ``TRITON_INTERPRET=1`` when it imports a kernel
+module for CPU use, and refuses (clearly) when the module was already imported for the GPU.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import torch
+
+BACKENDS = ("auto", "triton", "torch")
+
+
+def check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def resolve(backend: str, device: torch.device | str) -> str:
+    """``"triton"`` or ``"torch"`` for tensors on ``device``."""
+    check_backend(backend)
+    if backend == "auto":
+        return "triton" if torch.device(device).type == "cuda" and triton_available() else "torch"
+    return backend
+
+
+def triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except Exception:  # pragma: no cover - triton missing on this platform
+        return False
+    return True
+
+
+def load_kernel_module(name: str, device: torch.device | str):
+    """Import ``himoe_fast.kernels.<name>`` usable for tensors on ``device`` (interpreter on CPU)."""
+    full = f"himoe_fast.kernels.{name}"
+    on_cpu = torch.device(device).type != "cuda"
+    if on_cpu and full not in sys.modules:
+        os.environ["TRITON_INTERPRET"] = "1"
+    mod = importlib.import_module(full)
+    if on_cpu and not _interpreted(mod):
+        raise RuntimeError(
+            f"{full} was imported for the GPU (TRITON_INTERPRET unset), so its kernels cannot run on CPU "
+            "tensors in this process; set TRITON_INTERPRET=1 before importing it, or use backend='torch'")
+    return mod
+
+
+def _interpreted(mod) -> bool:
+    """Whether the module's ``@triton.jit`` functions were decorated under the interpreter."""
+    flag = getattr(mod, "INTERPRET", None)
+    if flag is not None:
+        return bool(flag)
+    try:
+        from triton.runtime.interpreter import InterpretedFunction
+        from triton.runtime.jit import JITFunction
+    except Exception:  # pragma: no cover - unknown triton layout: trust the environment
+        return os.environ.get("TRITON_INTERPRET", "0") == "1"
+    kinds = {type(v) for v in vars(mod).values() if isinstance(v, (InterpretedFunction, JITFunction))}
+    return not any(issubclass(k, JITFunction) and not issubclass(k, InterpretedFunction) for k in kinds)

@@ -1,0 +1,136 @@
+"""Fast Modality Expert Bank (Eq. 2-3): Triton kernels on GPU, batched-torch path on CPU.
+
+CPU path (``backend="torch"``): the same algebra as the kernels with every modality and expert in
+one batched op, in an *expert-major* layout ``[M*K, N, .]`` so that the stacked parameters are used
+as they are stored (``w1.view(M*K, d, h)``, ``w2.view(M*K, h, d)``; no weight copies, and the weight
+gradients come out of ``bmm`` in the parameters' own layout)::
+
+    logits = baddbmm(bg, x, Wg)                    [M, N, K]
+    xe     = x broadcast over K                    [M*K, N, d]   (a copy of x, K x smaller than W1)
+    hpre   = xe @ W1 + b1                          [M*K, N, h]   one bmm
+    E      = gelu(hpre) @ W2 + b2                  [M*K, N, d]   one bmm (expert outputs)
+    z      = sum_k alpha_k E_k                     [M, N, d]
+
+The gate scaling is applied to the ``d``-wide expert outputs rather than the ``h``-wide hidden (the
+same sum, fewer multiplies). A custom autograd Function saves only ``x``, ``alpha``, ``hpre`` and
+(soft routing) ``E``, recomputes ``gelu(hpre)`` in backward, and runs the backward as five more bmm's:
+
+    dE_k = alpha_k dz;  dA = dE @ W2^T;  dW2 = gelu(hpre)^T dE;  dhpre = gelu'(hpre) dA
+    dx = sum_k dhpre W1^T (+ dlogits Wg^T);  dW1 = xe^T dhpre;  dalpha_k = <dz, E_k> (+ dalpha_ext)
+
+No Python loop runs over modalities or experts.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .backend import load_kernel_module, resolve
+
+ROUTINGS = ("soft", "uniform", "top1")
+
+
+def _gates(logits: torch.Tensor, routing: str) -> torch.Tensor:
+    if routing == "soft":
+        return torch.softmax(logits, dim=-1)
+    if routing == "uniform":
+        return torch.full_like(logits, 1.0 / logits.shape[-1])
+    return F.one_hot(logits.argmax(dim=-1), logits.shape[-1]).to(logits.dtype)
+
+
+def _forward(x, wg, bg, w1, b1, w2, b2, routing):
+    M, N, d = x.shape
+    K, h = w1.shape[1], w1.shape[3]
+    logits = torch.baddbmm(bg.unsqueeze(1), x, wg)                                   # [M, N, K]
+    alpha = _gates(logits, routing)
+    xe = x.unsqueeze(1).expand(M, K, N, d).reshape(M * K, N, d)                      # [MK, N, d]
+    hpre = torch.bmm(xe, w1.reshape(M * K, d, h)).add_(b1.reshape(M * K, 1, h))      # [MK, N, h]
+    e = torch.baddbmm(b2.reshape(M * K, 1, d), F.gelu(hpre), w2.reshape(M * K, h, d))  # [MK, N, d]
+    at = alpha.transpose(1, 2).unsqueeze(-1)                                          # [M, K, N, 1]
+    z = (e.view(M, K, N, d) * at).sum(1)                                              # [M, N, d]
+    return z, alpha, hpre, e
+
+
+class ModalityBankTorchFunction(torch.autograd.Function):
+    """Batched-torch Modality Expert Bank with a hand-written backward (see module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x, wg, bg, w1, b1, w2, b2, routing: str):
+        z, alpha, hpre, e = _forward(x, wg, bg, w1, b1, w2, b2, routing)
+        ctx.routing = routing
+        ctx.set_materialize_grads(False)
+        if routing != "soft":
+            ctx.mark_non_differentiable(alpha)
+            e = None
+        ctx.save_for_backward(x, wg, w1, w2, alpha, hpre, e)
+        return z, alpha
+
+    @staticmethod
+    def backward(ctx, dz, dalpha):
+        x, wg, w1, w2, alpha, hpre, e = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        M, N, d = x.shape
+        K, h = w1.shape[1], w1.shape[3]
+        soft = ctx.routing == "soft"
+        dx = dwg = dbg = dw1 = db1 = dw2 = db2 = None
+        dlogits = None
+        if dz is not None:
+            dz = dz.contiguous()
+        if soft:
+            da = torch.zeros_like(alpha) if dz is None else \
+                torch.matmul(e.view(M, K, N, 1, d), dz.unsqueeze(1).unsqueeze(-1)).view(M, K, N).transpose(1, 2)
+            if dalpha is not None:
+                da = da + dalpha
+            dlogits = alpha * (da - (alpha * da).sum(-1, keepdim=True))                # [M, N, K]
+            if need[1]:
+                dwg = torch.bmm(x.transpose(1, 2), dlogits)
+            if need[2]:
+                dbg = dlogits.sum(1)
+        if dz is not None:
+            de = (dz.unsqueeze(1) * alpha.transpose(1, 2).contiguous().unsqueeze(-1)).view(M * K, N, d)   # [MK, N, d]
+            if need[6]:
+                db2 = de.sum(1).view(M, K, d)
+            if need[5]:
+                dw2 = torch.bmm(F.gelu(hpre).transpose(1, 2), de).view(M, K, h, d)
+            if need[0] or need[3] or need[4]:
+                dhpre = torch.ops.aten.gelu_backward(torch.bmm(de, w2.reshape(M * K, h, d).transpose(1, 2)), hpre)
+                if need[4]:
+                    db1 = dhpre.sum(1).view(M, K, h)
+                if need[3]:
+                    xe = x.unsqueeze(1).expand(M, K, N, d).reshape(M * K, N, d)
+                    dw1 = torch.bmm(xe.transpose(1, 2), dhpre).view(M, K, d, h)
+                if need[0]:
+                    dx = torch.bmm(dhpre, w1.reshape(M * K, d, h).transpose(1, 2)).view(M, K, N, d).sum(1)
+        if need[0] and dlogits is not None:
+            gx = torch.bmm(dlogits, wg.transpose(1, 2))
+            dx = gx if dx is None else dx + gx
+        elif need[0] and dx is None:
+            dx = torch.zeros_like(x)
+        return dx, dwg, dbg, dw1, db1, dw2, db2, None
+
+
+def modality_bank_torch(x, gate_weight, gate_bias, w1, b1, w2, b2, routing: str = "soft"):
+    """Batched-torch bank. x ``[M, N, d]`` -> (z ``[M, N, d]``, alpha ``[M, N, K]``)."""
+    if routing not in ROUTINGS:
+        raise ValueError(f"unknown routing {routing!r}")
+    x = x.contiguous()
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (x, gate_weight, gate_bias, w1, b1, w2, b2)):
+        return ModalityBankTorchFunction.apply(x, gate_weight, gate_bias, w1, b1, w2, b2, routing)
+    z, alpha, _, _ = _forward(x, gate_weight, gate_bias, w1, b1, w2, b2, routing)
+    return z, alpha
+
+
+def modality_bank(x: torch.Tensor, gate_weight: torch.Tensor, gate_bias: torch.Tensor, w1: torch.Tensor,
+                  b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, routing: str = "soft",
+                  backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Modality Expert Bank of all ``M`` modalities at once (Eq. 2-3).
+
+    x: ``[M, N, d]`` bank input (absent tokens zero); parameters in the stacked layout of
+    :class:`~himoe_fast.model.ModalityExpertBank`. Returns (z ``[M, N, d]``, alpha ``[M, N, K]``).
+    ``backend``: ``auto`` (Triton on CUDA, batched torch on CPU) | ``triton`` | ``torch``.
+    """
+    if resolve(backend, x.device) == "triton":
+        kern = load_kernel_module("modality_experts", x.device)
+        return kern.modality_experts(x, gate_weight, gate_bias, w1, b1, w2, b2, routing)
+    return modality_bank_torch(x, gate_weight, gate_bias, w1, b1, w2, b2, routing)
