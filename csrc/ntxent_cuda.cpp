@@ -1,0 +1,85 @@
+// CUDA binding of the masked NT-Xent ops: ATen prep (ntxent_common.h) + the plain-CUDA kernels of
+// ntxent_kernels.cu. Compiled only when torch has CUDA (ext.py adds it and -DHIMOE_WITH_CUDA).
+// It uses only device-generic c10 headers (the current stream comes through c10's virtual guard),
+// so it also syntax-checks against a CPU build of torch (.ci/nvcc-check).
+#include <ATen/core/LegacyTypeDispatch.h>
+#include <c10/core/DeviceGuard.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
+#include <torch/library.h>
+
+#include "ntxent_common.h"
+#include "ntxent_kernels.cuh"
+
+namespace himoe {
+namespace {
+
+cudaStream_t current_stream(const at::Device& device) {
+  const c10::impl::VirtualGuardImpl impl(c10::DeviceType::CUDA);
+  return static_cast<cudaStream_t>(impl.getStream(device).native_handle());
+}
+
+void check_cuda(cudaError_t err, const char* what) {
+  TORCH_CHECK(err == cudaSuccess, "masked_ntxent: ", what, " failed: ", cudaGetErrorString(err));
+}
+
+void check_device(const at::Tensor& z) {
+  TORCH_CHECK(z.is_cuda(), "masked_ntxent: CUDA kernel got a tensor on ", z.device());
+  TORCH_CHECK(z.size(0) <= himoe_cuda::kMaxModalities, "masked_ntxent: the CUDA kernels take at most ",
+              himoe_cuda::kMaxModalities, " modalities, got ", z.size(0));
+}
+
+std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& z, const at::Tensor& present, double temperature) {
+  check_inputs(z, present, temperature);
+  check_device(z);
+  const c10::DeviceGuard device_guard(z.device());
+  at::AutoDispatchBelowADInplaceOrView guard;
+  const Prep prep = prepare(z, present);
+  const int64_t M = z.size(0), N = z.size(1), d = z.size(2);
+  at::Tensor lse = at::zeros({M, N, M}, prep.u.options());
+  const at::Tensor w = prep.w.contiguous();
+  const cudaStream_t stream = current_stream(z.device());
+  if (z.scalar_type() == at::kDouble)
+    check_cuda(himoe_cuda::ntxent_lse<double>(prep.u.data_ptr<double>(), prep.mk.data_ptr<double>(),
+                                              w.data_ptr<double>(), lse.data_ptr<double>(), M, N, d,
+                                              1.0 / temperature, stream),
+               "ntxent_lse");
+  else
+    check_cuda(himoe_cuda::ntxent_lse<float>(prep.u.data_ptr<float>(), prep.mk.data_ptr<float>(), w.data_ptr<float>(),
+                                             lse.data_ptr<float>(), M, N, d, 1.0 / temperature, stream),
+               "ntxent_lse");
+  at::Tensor loss = assemble_loss(prep, lse, temperature);
+  return {loss, lse};
+}
+
+at::Tensor backward_cuda(const at::Tensor& grad, const at::Tensor& z, const at::Tensor& present, const at::Tensor& lse,
+                         double temperature) {
+  check_inputs(z, present, temperature);
+  check_device(z);
+  const c10::DeviceGuard device_guard(z.device());
+  at::AutoDispatchBelowADInplaceOrView guard;
+  const Prep prep = prepare(z, present);
+  const int64_t M = z.size(0), N = z.size(1), d = z.size(2);
+  const at::Tensor L = lse.to(prep.u.scalar_type()).contiguous();
+  const at::Tensor w = prep.w.contiguous();
+  at::Tensor gu = at::zeros_like(prep.u);
+  const cudaStream_t stream = current_stream(z.device());
+  if (z.scalar_type() == at::kDouble)
+    check_cuda(himoe_cuda::ntxent_grad_lse<double>(prep.u.data_ptr<double>(), prep.mk.data_ptr<double>(),
+                                                   w.data_ptr<double>(), L.data_ptr<double>(), gu.data_ptr<double>(), M,
+                                                   N, d, 1.0 / temperature, stream),
+               "ntxent_grad_lse");
+  else
+    check_cuda(himoe_cuda::ntxent_grad_lse<float>(prep.u.data_ptr<float>(), prep.mk.data_ptr<float>(),
+                                                  w.data_ptr<float>(), L.data_ptr<float>(), gu.data_ptr<float>(), M, N,
+                                                  d, 1.0 / temperature, stream),
+               "ntxent_grad_lse");
+  return finish_grad(prep, gu, grad, temperature);
+}
+
+}  // namespace
+}  // namespace himoe
+
+TORCH_LIBRARY_IMPL(himoe_fast, CUDA, m) {
+  m.impl("masked_ntxent_forward", TORCH_FN(himoe::forward_cuda));
+  m.impl("masked_ntxent_backward", TORCH_FN(himoe::backward_cuda));
+}
