@@ -1,0 +1,34 @@
+"""Data layer: DEAP / DREAMER readers, synthetic recordings in their formats, MNE preprocessing,
+windows, cache, missing-modality simulation, protocols and the PyTorch data path.
+
+Data flow::
+
+    sNN.dat / DREAMER.mat --load_*--> arrays --prepare_windows (filter, resample, lag, baseline,
+    z-score, windows, cache)--> WindowedData --make_splits--> Split --make_loader--> batches
+    (inputs {name: [B, T, C, S]}, present [B, T, M], labels [B, T, n_t], label_mask [B, T, n_t])
+
+Module map: :mod:`.errors` (DatasetError), :mod:`.deap`, :mod:`.dreamer` (readers and file layouts),
+:mod:`.synthetic` (generator), :mod:`.preprocess` (filter table, baseline, standardisation),
+:mod:`.windows` (WindowedData), :mod:`.prepare` (prepare_windows, cache layout), :mod:`.cache`,
+:mod:`.missing`, :mod:`.protocols`, :mod:`.dataset`.
+"""
+
+from .cache import cache_root
+from .dataset import SequenceDataset, collate_batch, make_loader
+from .deap import DeapSubject, load_deap_subject, load_face_features
+from .dreamer import DreamerSubject, load_dreamer
+from .errors import DatasetError
+from .missing import draw_present
+from .prepare import prepare_windows
+from .preprocess import DEFAULT_FILTERS, FilterSpec, PreprocessConfig
+from .protocols import Split, make_splits
+from .synthetic import ensure_synthetic, write_synthetic_deap, write_synthetic_dreamer
+from .windows import WindowedData, make_sequences
+
+__all__ = [
+    "DatasetError", "load_deap_subject", "load_dreamer", "load_face_features", "DeapSubject", "DreamerSubject",
+    "write_synthetic_deap", "write_synthetic_dreamer", "ensure_synthetic", "cache_root",
+    "prepare_windows", "PreprocessConfig", "FilterSpec", "DEFAULT_FILTERS",
+    "WindowedData", "make_sequences", "Split", "make_splits",
+    "SequenceDataset", "collate_batch", "make_loader", "draw_present",
+]

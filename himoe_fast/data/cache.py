@@ -1,0 +1,88 @@
+"""Cache folder, cache keys and atomic writes.
+
+* Root: ``root`` argument, else ``$HIMOE_FAST_CACHE``, else ``~/.cache/himoe-fast``.
+* Keys: :func:`cache_key` hashes (SHA-256) a JSON rendering of everything that changes the cached
+  content; callers pass the identities of the input files (:func:`file_identity`: resolved path,
+  size, modification time in ns), every setting, and a code-version constant that is bumped when
+  the processing code changes its output.
+* Atomicity: :func:`atomic_dir` builds a folder under a temporary name next to its destination and
+  renames it into place only when everything inside was written; on any error the temporary folder
+  is removed, so a cache entry is either complete or absent. Concurrent writers of the same entry
+  each build their own temporary folder; the first rename wins and the others are discarded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+TMP_PREFIX = ".tmp-"
+STALE_TMP_S = 24 * 3600.0
+
+
+def cache_root(root: str | os.PathLike | None = None) -> Path:
+    """The cache folder (created on demand by writers, not here)."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get("HIMOE_FAST_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "himoe-fast"
+
+
+def file_identity(path: str | os.PathLike) -> dict[str, Any]:
+    """What identifies a file's content cheaply: resolved path, size and mtime (ns)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def cache_key(obj: Any, length: int = 24) -> str:
+    """Stable hex digest of a JSON-serialisable description (dict keys sorted)."""
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def remove_stale_tmp(folder: Path, max_age_s: float = STALE_TMP_S) -> None:
+    """Delete temporary folders left by killed processes (older than ``max_age_s``)."""
+    if not folder.is_dir():
+        return
+    now = time.time()
+    for entry in folder.iterdir():
+        if entry.name.startswith(TMP_PREFIX):
+            try:
+                if now - entry.stat().st_mtime > max_age_s:
+                    shutil.rmtree(entry, ignore_errors=True)
+            except OSError:
+                pass
+
+
+@contextmanager
+def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh temporary folder that becomes ``final`` when the block succeeds.
+
+    If ``final`` already exists when the block ends (another process won the race), the new folder
+    is discarded and the existing one kept. On an exception the temporary folder is deleted.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f"{TMP_PREFIX}{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not final.is_dir():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)   # lost the race: keep the finished entry
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

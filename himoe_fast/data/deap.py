@@ -1,0 +1,263 @@
+"""DEAP reader: ``data_preprocessed_python/sNN.dat`` plus optional per-trial face features.
+
+File format (Koelstra et al. 2012, the "preprocessed data in python format" release)
+-----------------------------------------------------------------------------------
+One pickle per subject, ``s01.dat`` ... ``s32.dat``, written by Python 2 and therefore read with
+``pickle.load(f, encoding="latin1")``. It holds a dict with two numpy arrays:
+
+=========  ======================  ==========================================================
+key        shape                   content
+=========  ======================  ==========================================================
+``data``   ``[40, 40, 8064]``      trials x channels x samples, float, 128 Hz, 63 s per trial;
+                                   the first 3 s (384 samples) are the pre-trial baseline
+``labels`` ``[40, 4]``             valence, arousal, dominance, liking self-ratings on 1-9
+=========  ======================  ==========================================================
+
+Channels 0-31 are EEG (Geneva order, :data:`himoe_fast.config.DEAP_EEG_CHANNELS`), then 32 hEOG,
+33 vEOG, 34 zygomaticus EMG, 35 trapezius EMG, 36 GSR (skin resistance, Ohm), 37 respiration belt,
+38 plethysmograph, 39 skin temperature (:data:`himoe_fast.config.DEAP_MODALITIES`). The reader also
+accepts other trial counts and trial lengths (custom recordings in this layout) as long as there
+are 40 channels, more than 3 s of samples and one label row per trial.
+
+The pickle is read with a restricted unpickler that only rebuilds numpy arrays, dicts and plain
+Python values, so a malicious ``.dat`` file cannot run code.
+
+Optional face features (this project's layout)
+----------------------------------------------
+DEAP ships face *videos* (subjects 1-22), not features. Users who extract per-frame features
+(e.g. OpenFace action-unit intensities) put them next to the subject file as ``sNN_face.npz``
+(``s01.dat`` -> ``s01_face.npz``) with
+
+* ``fps``: scalar, frames per second of the feature rows;
+* ``trial_01`` ... ``trial_40``: float arrays ``[n_frames, n_features]``, one per trial (1-based,
+  in the same trial order as ``data``). Frame 0 is time 0 of the trial's 63 s recording, i.e. the
+  start of the 3 s baseline, exactly like sample 0 of ``data``. A trial without a key has no face
+  recording; a recording shorter than the trial ends early. Both are marked as not recorded
+  (``WindowedData.available`` is False there) instead of being invented.
+
+All trials must have the same number of features (``HiMoEConfig``'s ``face`` modality defaults to
+17 features at 25 fps; other rates are resampled to the config's rate). NaN/Inf are rejected.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config import DEAP_SFREQ, DEAP_TARGETS
+from .errors import DatasetError, require_file
+
+DEAP_CHANNELS = 40
+DEAP_BASELINE_S = 3.0                  # pre-trial baseline at the start of every trial
+DEAP_BASELINE_SAMPLES = 384            # = 3 s at 128 Hz
+DEAP_TRIAL_SAMPLES = 8064              # 63 s at 128 Hz
+DEAP_TRIALS = 40
+DEAP_LABEL_RANGE = (1.0, 9.0)
+FACE_SUFFIX = "_face.npz"
+
+_FACE_KEY = re.compile(r"^trial_(\d+)$")
+
+
+@dataclass
+class DeapSubject:
+    """One DEAP subject file.
+
+    Attributes:
+        path: the ``sNN.dat`` file.
+        data: float ``[n_trials, 40, n_samples]`` (``[40, 40, 8064]`` for real DEAP), 128 Hz.
+        labels: float ``[n_trials, 4]``: valence, arousal, dominance, liking on 1-9.
+        face: ``None`` (no face file) or one entry per trial: float ``[n_frames, n_features]`` or
+            ``None`` where that trial has no face recording.
+        face_fps: frame rate of ``face`` (``None`` without a face file).
+        face_path: the face file, if any.
+    """
+
+    path: Path
+    data: np.ndarray
+    labels: np.ndarray
+    face: list[np.ndarray | None] | None = None
+    face_fps: float | None = None
+    face_path: Path | None = None
+
+    sfreq: float = DEAP_SFREQ
+    targets: tuple[str, ...] = DEAP_TARGETS
+
+    @property
+    def n_trials(self) -> int:
+        return int(self.data.shape[0])
+
+
+# ---------------------------------------------------------------------------------------------- read
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickler that can only rebuild numpy arrays / dtypes / scalars and builtin containers."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+        ("builtins", "dict"), ("builtins", "list"), ("builtins", "tuple"),
+        ("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor"),
+        ("__builtin__", "object"), ("builtins", "object"),
+        ("_codecs", "encode"),                  # how protocol-2 pickles from Python 3 store bytes
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only numpy arrays are allowed)")
+        return super().find_class(module, name)
+
+
+def _first_bad(a: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
+
+
+def _numeric(path: Path, name: str, value) -> np.ndarray:
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # ragged nested lists and the like
+        raise DatasetError(path, f"{name!r} is not an array ({exc})") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise DatasetError(path, f"{name!r} must be a real numeric array, got dtype {arr.dtype}")
+    return arr
+
+
+def load_deap_subject(path: str | os.PathLike, *, face: bool | str | os.PathLike = True) -> DeapSubject:
+    """Read and validate one DEAP ``sNN.dat`` file.
+
+    Args:
+        path: the subject pickle.
+        face: ``True`` (default) reads the sibling ``sNN_face.npz`` when it exists; a path reads that
+            face file (it must exist); ``False`` skips face features.
+
+    Returns:
+        :class:`DeapSubject` with ``.data [n_trials, 40, n_samples]`` and ``.labels [n_trials, 4]``.
+
+    Raises:
+        DatasetError: missing file, truncated / non-pickle content, missing keys, wrong shapes,
+            NaN/Inf values, labels outside 1-9, or a bad face file. The message names the file.
+    """
+    p = require_file(path, "DEAP subject file")
+    try:
+        with open(p, "rb") as f:
+            obj = _ArrayUnpickler(f, encoding="latin1").load()
+    except MemoryError:
+        raise
+    except Exception as exc:
+        raise DatasetError(p, f"not a readable DEAP pickle (truncated or corrupt?): {type(exc).__name__}: {exc}") from None
+    if not isinstance(obj, dict):
+        raise DatasetError(p, f"expected a dict with 'data' and 'labels', got {type(obj).__name__}")
+    for key in ("data", "labels"):
+        if key not in obj:
+            raise DatasetError(p, f"missing key {key!r} (found: {', '.join(map(str, obj)) or 'nothing'})")
+    data = _numeric(p, "data", obj["data"])
+    labels = _numeric(p, "labels", obj["labels"])
+    if data.ndim != 3 or data.shape[1] != DEAP_CHANNELS or data.shape[2] <= DEAP_BASELINE_SAMPLES or data.shape[0] < 1:
+        raise DatasetError(p, f"'data' has shape {data.shape}, expected [trials, 40, samples] like "
+                              f"(40, 40, 8064) with more than {DEAP_BASELINE_SAMPLES} samples")
+    if labels.shape != (data.shape[0], len(DEAP_TARGETS)):
+        raise DatasetError(p, f"'labels' has shape {labels.shape}, expected ({data.shape[0]}, 4) "
+                              "(valence, arousal, dominance, liking per trial)")
+    if not np.isfinite(data).all():
+        t, c, s = _first_bad(data)
+        raise DatasetError(p, f"'data' contains NaN/Inf (first at trial {t}, channel {c}, sample {s})")
+    if not np.isfinite(labels).all():
+        raise DatasetError(p, f"'labels' contains NaN/Inf (first at {_first_bad(labels)})")
+    lo, hi = DEAP_LABEL_RANGE
+    if labels.min() < lo or labels.max() > hi:
+        raise DatasetError(p, f"labels out of range {lo:g}-{hi:g} (min {labels.min():g}, max {labels.max():g})")
+
+    subject = DeapSubject(path=p, data=data, labels=labels.astype(np.float64))
+    face_path = None
+    if face is True:
+        candidate = face_file_for(p)
+        face_path = candidate if candidate.exists() else None
+    elif face is not False:
+        face_path = require_file(face, "face feature file")
+    if face_path is not None:
+        subject.face, subject.face_fps = load_face_features(face_path, n_trials=subject.n_trials)
+        subject.face_path = face_path
+    return subject
+
+
+def face_file_for(subject_path: str | os.PathLike) -> Path:
+    """``.../s01.dat`` -> ``.../s01_face.npz``."""
+    p = Path(subject_path)
+    return p.with_name(p.stem + FACE_SUFFIX)
+
+
+def load_face_features(path: str | os.PathLike, n_trials: int) -> tuple[list[np.ndarray | None], float]:
+    """Read a ``sNN_face.npz`` file (layout in the module docstring).
+
+    Returns:
+        (per-trial list of float ``[n_frames, n_features]`` arrays or ``None``, frames per second).
+    """
+    p = require_file(path, "face feature file")
+    try:
+        with np.load(p, allow_pickle=False) as npz:
+            content = {k: npz[k] for k in npz.files}
+    except Exception as exc:
+        raise DatasetError(p, f"not a readable .npz face feature file: {type(exc).__name__}: {exc}") from None
+    if "fps" not in content:
+        raise DatasetError(p, "missing key 'fps' (frames per second)")
+    fps_arr = _numeric(p, "fps", content.pop("fps"))
+    if fps_arr.size != 1 or not np.isfinite(fps_arr).all() or float(fps_arr.reshape(())) <= 0:
+        raise DatasetError(p, f"'fps' must be one positive number, got {fps_arr!r}")
+    trials: list[np.ndarray | None] = [None] * n_trials
+    n_feat = None
+    for key in sorted(content):
+        m = _FACE_KEY.match(key)
+        if not m:
+            raise DatasetError(p, f"unexpected key {key!r}; expected 'fps' and 'trial_01'..'trial_{n_trials:02d}'")
+        k = int(m.group(1))
+        if not 1 <= k <= n_trials:
+            raise DatasetError(p, f"key {key!r} is outside trials 1-{n_trials}")
+        arr = _numeric(p, key, content[key])
+        if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
+            raise DatasetError(p, f"{key!r} has shape {arr.shape}, expected [n_frames, n_features]")
+        if n_feat is None:
+            n_feat = arr.shape[1]
+        elif arr.shape[1] != n_feat:
+            raise DatasetError(p, f"{key!r} has {arr.shape[1]} features, other trials have {n_feat}")
+        if not np.isfinite(arr).all():
+            raise DatasetError(p, f"{key!r} contains NaN/Inf (first at frame/feature {_first_bad(arr)})")
+        trials[k - 1] = arr.astype(np.float64)
+    return trials, float(fps_arr.reshape(()))
+
+
+# --------------------------------------------------------------------------------------------- write
+def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
+    """Write ``payload`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return p
+
+
+def save_deap_subject(path: str | os.PathLike, data: np.ndarray, labels: np.ndarray) -> Path:
+    """Write one subject in DEAP's pickle layout (protocol 2, like the original Python 2 files)."""
+    buf = io.BytesIO()
+    pickle.dump({"labels": np.asarray(labels), "data": np.asarray(data)}, buf, protocol=2)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def save_face_features(path: str | os.PathLike, trials: list[np.ndarray | None], fps: float) -> Path:
+    """Write a ``sNN_face.npz`` (trials that are ``None`` are left out, i.e. not recorded)."""
+    arrays = {f"trial_{k + 1:02d}": np.asarray(a) for k, a in enumerate(trials) if a is not None}
+    buf = io.BytesIO()
+    np.savez(buf, fps=np.float64(fps), **arrays)
+    return atomic_write_bytes(path, buf.getvalue())
