@@ -26,7 +26,7 @@ namespace himoe {
 constexpr double kNormEps = 1e-12;  // torch.nn.functional.normalize's eps
 
 struct Prep {
-  at::Tensor norm;  // [M, N, 1] L2 norms of z
+  at::Tensor norm;  // [M, N, 1] L2 norms of z (0 for absent tokens)
   at::Tensor u;     // [M, N, d] z / max(norm, eps), contiguous
   at::Tensor mk;    // [M, N, M] pair masks (dtype of z), contiguous
   at::Tensor w;     // [M, M] pair weights 1 / (Q * 2 n_ij), 0 for pairs that do not qualify
@@ -47,8 +47,11 @@ inline void check_inputs(const at::Tensor& z, const at::Tensor& present, double 
 inline Prep prepare(const at::Tensor& z, const at::Tensor& present) {
   const int64_t M = z.size(0);
   Prep p;
-  p.norm = at::linalg_vector_norm(z, 2, {-1}, /*keepdim=*/true);
-  p.u = (z / p.norm.clamp_min(kNormEps)).contiguous();
+  // Absent tokens are neither anchors nor negatives: zero them first, so that whatever they hold
+  // (even NaN/Inf) cannot leak into a masked product; their gradient is 0.
+  const at::Tensor zs = at::where(present.unsqueeze(-1), z, at::zeros({}, z.options()));
+  p.norm = at::linalg_vector_norm(zs, 2, {-1}, /*keepdim=*/true);
+  p.u = (zs / p.norm.clamp_min(kNormEps)).contiguous();
   at::Tensor pf = present.to(z.scalar_type());                              // [M, N]
   at::Tensor cnt = at::matmul(pf, pf.t());                                  // n_ij, exact (< 2^24)
   at::Tensor eye = at::eye(M, present.options());

@@ -44,8 +44,9 @@ from types import ModuleType
 import torch
 
 CPU_SOURCES = ("ntxent_op.cpp", "ntxent_cpu.cpp")
+CPU_HEADERS = ("ntxent_common.h", "ntxent_cpu.h")
 CUDA_SOURCES = ("ntxent_cuda.cpp", "ntxent_kernels.cu")
-HEADERS = ("ntxent_common.h", "ntxent_cpu.h", "ntxent_kernels.cuh")
+CUDA_HEADERS = ("ntxent_kernels.cuh",)
 CFLAGS = ("-O3", "-fopenmp")  # no -march=native / -ffast-math: the cache may be shared across machines
 LDFLAGS = ("-fopenmp",)       # resolves to the libgomp torch already loaded (same soname)
 CUDA_CFLAGS = ("-O3",)
@@ -82,7 +83,7 @@ def with_cuda() -> bool:
 
 def _config(cuda: bool) -> dict:
     src = csrc_dir()
-    files = CPU_SOURCES + HEADERS + (CUDA_SOURCES if cuda else ())
+    files = CPU_SOURCES + CPU_HEADERS + (CUDA_SOURCES + CUDA_HEADERS if cuda else ())
     h = hashlib.sha256()
     for f in sorted(files):
         p = src / f

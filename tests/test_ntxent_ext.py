@@ -1,0 +1,310 @@
+"""C++/CUDA masked NT-Xent extension (``backend="ext"``) against the torch reference.
+
+The extension is built once (cached on disk under ``$HIMOE_FAST_CACHE/ext``, default
+``~/.cache/himoe-fast``); tests that need it are skipped when it cannot be built here. Small tiles
+(``HIMOE_FAST_NTXENT_TILE``) make tiny inputs exercise the multi-tile paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from himoe_fast.ops import ext, masked_ntxent
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def built():
+    module = ext.load_extension(warn=False)
+    if module is None:
+        pytest.skip(f"extension unavailable: {ext.build_status(build=False)['error']}")
+    return module
+
+
+def _compare(z, present, tau, *, rtol=1e-4, grad_atol=1e-5, grad_rtol=1e-4):
+    z_ref = z.detach().clone().requires_grad_(True)
+    z_ext = z.detach().clone().requires_grad_(True)
+    ref = masked_ntxent(z_ref, present, tau, backend="torch")
+    got = masked_ntxent(z_ext, present, tau, backend="ext")
+    assert got.shape == () and got.dtype == z.dtype
+    torch.testing.assert_close(got, ref.detach(), rtol=rtol, atol=1e-6)
+    ref.backward()
+    got.backward()
+    torch.testing.assert_close(z_ext.grad, z_ref.grad, atol=grad_atol, rtol=grad_rtol)
+    return got
+
+
+CASES = [  # M, N, d, p(present), tau, tile
+    (2, 5, 4, 1.0, 0.1, None),
+    (3, 7, 5, 0.7, 0.3, None),
+    (4, 97, 47, 0.6, 0.1, 16),
+    (5, 33, 9, 0.5, 0.05, 7),
+    (6, 31, 13, 0.9, 0.07, 8),
+    (2, 64, 3, 1.0, 1.0, 10),
+    (3, 40, 7, 0.8, 0.02, 9),   # fp32 below the shared-shift range: online log-sum-exp
+    (3, 40, 7, 0.8, 0.01, None),
+    (1, 6, 4, 1.0, 0.1, None),  # M = 1: no pair at all
+    (3, 1, 4, 1.0, 0.1, None),  # N = 1: every pair has < 2 tokens
+]
+
+
+@pytest.mark.parametrize("M,N,d,p,tau,tile", CASES)
+def test_matches_torch(built, monkeypatch, M, N, d, p, tau, tile):
+    if tile is not None:
+        monkeypatch.setenv("HIMOE_FAST_NTXENT_TILE", str(tile))
+    g = torch.Generator().manual_seed(1000 * M + N)
+    z = torch.randn(M, N, d, generator=g)
+    present = torch.rand(M, N, generator=g) < p
+    _compare(z, present, tau)
+
+
+def test_pairs_with_fewer_than_two_shared_tokens_are_skipped(built):
+    z = torch.randn(3, 6, 4)
+    present = torch.ones(3, 6, dtype=torch.bool)
+    present[2] = False
+    present[2, 0] = True  # modality 2 shares 1 token with each other modality
+    _compare(z, present, 0.5)
+
+
+def test_modality_absent_everywhere(built, monkeypatch):
+    monkeypatch.setenv("HIMOE_FAST_NTXENT_TILE", "4")
+    z = torch.randn(4, 19, 6)
+    present = torch.rand(4, 19) < 0.8
+    present[1] = False
+    _compare(z, present, 0.2)
+
+
+def test_nothing_qualifies_gives_differentiable_zero(built):
+    z = torch.randn(3, 4, 5, requires_grad=True)
+    present = torch.zeros(3, 4, dtype=torch.bool)
+    present[0] = True
+    loss = masked_ntxent(z, present, 0.1, backend="ext")
+    assert loss.requires_grad and float(loss.detach()) == 0.0
+    loss.backward()
+    assert torch.equal(z.grad, torch.zeros_like(z))
+
+
+def test_absent_tokens_may_hold_garbage(built):
+    z = torch.randn(3, 12, 5)
+    present = torch.rand(3, 12) < 0.7
+    present[:, :3] = True
+    clean = z.clone()
+    z[~present] = float("nan")
+    z[0, ~present[0]] = float("inf")
+    zg = z.clone().requires_grad_(True)
+    got = masked_ntxent(zg, present, 0.2, backend="ext")
+    torch.testing.assert_close(got, masked_ntxent(clean, present, 0.2, backend="torch"), rtol=1e-4, atol=1e-6)
+    got.backward()
+    assert torch.isfinite(zg.grad).all() and torch.equal(zg.grad[~present], torch.zeros_like(zg.grad[~present]))
+
+
+def test_zero_vectors_and_non_contiguous_input(built):
+    z = torch.randn(7, 3, 20).transpose(0, 1)  # [3, 7, 20], non-contiguous
+    z[1, 2] = 0.0  # a zero embedding: normalize's eps branch
+    present = torch.ones(3, 7, dtype=torch.bool)
+    _compare(z, present, 0.25)
+
+
+@pytest.mark.parametrize("tau", [0.4, 0.002])  # shared-shift and online modes in float64
+def test_gradcheck_float64(built, monkeypatch, tau):
+    monkeypatch.setenv("HIMOE_FAST_NTXENT_TILE", "3")
+    g = torch.Generator().manual_seed(7)
+    z = torch.randn(3, 7, 4, dtype=torch.float64, generator=g, requires_grad=True)
+    present = torch.rand(3, 7, generator=g) < 0.8
+    present[:, :2] = True
+    if tau < 0.01:  # keep the softmax from saturating so finite differences mean something
+        z = (z.detach() * 0.02 + torch.randn(1, 7, 4, dtype=torch.float64, generator=g)).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: masked_ntxent(t, present, tau, backend="ext"), (z,))
+
+
+def test_float64_matches_torch_tightly(built, monkeypatch):
+    monkeypatch.setenv("HIMOE_FAST_NTXENT_TILE", "5")
+    z = torch.randn(4, 23, 6, dtype=torch.float64)
+    present = torch.rand(4, 23) < 0.75
+    _compare(z, present, 0.15, rtol=1e-10, grad_atol=1e-12, grad_rtol=1e-9)
+
+
+def test_opcheck(built):
+    z = torch.randn(3, 9, 5, requires_grad=True)
+    present = torch.rand(3, 9) < 0.8
+    present[:, :2] = True
+    torch.library.opcheck(torch.ops.himoe_fast.masked_ntxent_forward.default, (z, present, 0.3))
+    torch.library.opcheck(torch.ops.himoe_fast.masked_ntxent.default, (z, present, 0.3))
+    _, lse = torch.ops.himoe_fast.masked_ntxent_forward(z.detach(), present, 0.3)
+    torch.library.opcheck(torch.ops.himoe_fast.masked_ntxent_backward.default,
+                          (torch.tensor(1.0), z.detach(), present, lse, 0.3))
+
+
+def test_op_api_and_dispatch(built):
+    z = torch.randn(3, 8, 4)
+    present = torch.ones(3, 8, dtype=torch.bool)
+    loss = torch.ops.himoe_fast.masked_ntxent(z, present, 0.1)
+    assert loss.shape == ()
+    loss2, lse = torch.ops.himoe_fast.masked_ntxent_forward(z, present, 0.1)
+    assert lse.shape == (3, 8, 3) and torch.equal(loss, loss2)
+    assert torch.equal(masked_ntxent(z, present, 0.1, backend="auto"), loss)  # auto prefers the extension
+    assert torch.equal(masked_ntxent(z, present.float(), 0.1, backend="ext"), loss)  # any 0/1 mask dtype
+    with pytest.raises(ValueError):
+        masked_ntxent(z.half(), present, 0.1, backend="ext")
+    ref = masked_ntxent(z.double(), present, 0.1, backend="torch")  # auto: other dtypes use torch
+    assert masked_ntxent(z.bfloat16(), present, 0.1, backend="auto").dtype == torch.bfloat16
+    assert abs(float(masked_ntxent(z.double(), present, 0.1)) - float(ref)) < 1e-9
+    with pytest.raises(ValueError):
+        masked_ntxent(z, present[:, :3], 0.1, backend="ext")
+
+
+def test_deterministic(built, monkeypatch):
+    monkeypatch.setenv("HIMOE_FAST_NTXENT_TILE", "16")
+    z = torch.randn(4, 100, 16)
+    present = torch.rand(4, 100) < 0.8
+    grads = []
+    for _ in range(2):
+        zz = z.clone().requires_grad_(True)
+        masked_ntxent(zz, present, 0.1, backend="ext").backward()
+        grads.append(zz.grad)
+    assert torch.equal(grads[0], grads[1])
+
+
+def test_build_status(built):
+    st = ext.build_status()
+    assert st["loaded"] and st["built"] and st["error"] is None and Path(st["path"]).exists()
+    assert "torch.ops.himoe_fast.masked_ntxent" in st["ops"]
+    assert st["cuda_kernels"] is False or torch.version.cuda is not None
+
+
+# ------------------------------------------------------------------------------------------ build
+def _run(code: str, env: dict, timeout: float = 240) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **env}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env, capture_output=True,
+                          text=True, timeout=timeout, cwd=str(ROOT))
+
+
+_FALLBACK = """
+    import json, warnings
+    import torch
+    from himoe_fast.ops import ext, masked_ntxent
+    z = torch.randn(3, 6, 4)
+    p = torch.ones(3, 6, dtype=torch.bool)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        a = masked_ntxent(z, p, 0.1, backend="ext")
+        b = masked_ntxent(z, p, 0.1, backend="auto")
+        c = masked_ntxent(z, p, 0.1, backend="ext")
+    ok = ext.prebuild()
+    msgs = [str(w.message) for w in caught if "falling back" in str(w.message)]
+    ref = float(masked_ntxent(z, p, 0.1, backend="torch"))
+    print(json.dumps({"n_warn": len(msgs), "msg": msgs[:1], "same": [float(x) == ref for x in (a, b, c)],
+                      "prebuild": ok, "status": ext.build_status(build=False),
+                      "env_failed": __import__("os").environ.get("HIMOE_FAST_EXT_FAILED")}))
+"""
+
+
+def test_no_compiler_falls_back_with_one_warning(tmp_path):
+    r = _run(_FALLBACK, {"HIMOE_FAST_CACHE": str(tmp_path), "CXX": str(tmp_path / "no-such-compiler"),
+                         "HIMOE_FAST_EXT_CUDA": "0"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["n_warn"] == 1, out
+    assert out["same"] == [True, True, True]
+    assert out["prebuild"] is False and out["env_failed"]
+    assert out["status"]["loaded"] is False and out["status"]["error"]
+
+
+def test_disabled_by_env_is_silent(tmp_path):
+    r = _run(_FALLBACK, {"HIMOE_FAST_CACHE": str(tmp_path), "HIMOE_FAST_NO_EXT": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["n_warn"] == 0 and out["same"] == [True, True, True] and out["status"]["disabled"]
+    assert not list(tmp_path.iterdir())  # nothing was built
+
+
+_LOAD = """
+    import json, torch
+    from himoe_fast.ops import ext, masked_ntxent
+    z = torch.randn(2, 5, 3); p = torch.ones(2, 5, dtype=torch.bool)
+    v = float(masked_ntxent(z, p, 0.1, backend="ext"))
+    print(json.dumps({"status": ext.build_status(build=False),
+                      "same": abs(v - float(masked_ntxent(z, p, 0.1, backend="torch"))) < 1e-4}))
+"""
+
+
+def _copy_build(built_dir: Path, cache: Path) -> Path:
+    dst = cache / "ext" / built_dir.name
+    shutil.copytree(built_dir, dst)
+    return dst
+
+
+def test_leftover_lock_files_do_not_block(built, tmp_path):
+    src = Path(ext.build_status(build=False)["path"]).parent
+    dst = _copy_build(src, tmp_path)
+    (dst / "build.lock").write_text("")   # our flock file, left by a killed build
+    (dst / "lock").write_text("")         # torch's O_EXCL baton, left by a killed build
+    r = _run(_LOAD, {"HIMOE_FAST_CACHE": str(tmp_path)}, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["status"]["loaded"] and out["same"]
+
+
+def test_waits_for_builder_and_survives_its_death(built, tmp_path):
+    """A process holding the build lock makes others wait; when it is killed, they proceed."""
+    src = Path(ext.build_status(build=False)["path"]).parent
+    dst = _copy_build(src, tmp_path)
+    (dst / "BUILD_OK").unlink()  # unfinished build: the loader must take the lock
+    (dst / "lock").write_text("")  # the killed builder's torch baton
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, os, sys, time\n"
+         f"fd = os.open({str(dst / 'build.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(300)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        loader = subprocess.Popen([sys.executable, "-c", textwrap.dedent(_LOAD)], cwd=str(ROOT),
+                                  env={**os.environ, "HIMOE_FAST_CACHE": str(tmp_path)},
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3.0)
+        assert loader.poll() is None  # still waiting for the lock
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=30)
+        out, err = loader.communicate(timeout=600)
+        assert loader.returncode == 0, err[-3000:]
+        assert json.loads(out.strip().splitlines()[-1])["status"]["loaded"]
+        assert (dst / "BUILD_OK").exists()
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+
+
+# ------------------------------------------------------------------------------------------ CUDA
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
+def test_cuda_sources_compile_with_nvcc():
+    """The CUDA kernels compile with plain nvcc (no torch headers); the binding passes a syntax check."""
+    r = subprocess.run([str(ROOT / ".ci" / "nvcc-check")], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "HIMOE_NVCC_ARCHS": "sm_90", "PYTHON": sys.executable})
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    assert "nvcc-check: OK" in r.stdout
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("M,N,d,p,tau", [(3, 70, 33, 0.8, 0.1), (4, 45, 7, 0.6, 0.02), (2, 5, 4, 1.0, 0.5)])
+def test_cuda_matches_torch(built, M, N, d, p, tau):
+    if not built.cuda_kernels():
+        pytest.skip("extension built without CUDA kernels")
+    g = torch.Generator().manual_seed(M + N)
+    z = torch.randn(M, N, d, generator=g).cuda()
+    present = (torch.rand(M, N, generator=g) < p).cuda()
+    _compare(z, present, tau)
+    zd = z.double().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: masked_ntxent(t, present, tau, backend="ext"), (zd[:, :9, :5],))
