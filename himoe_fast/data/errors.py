@@ -15,15 +15,24 @@ from pathlib import Path
 class DatasetError(ValueError):
     """A dataset file is missing, unreadable or does not match its documented layout.
 
+    ``DatasetError(path, problem)`` renders as ``"<path>: <problem>"``; ``DatasetError(message)``
+    (a message that already names the file) is accepted too.
+
     Attributes:
-        path: the offending file or directory.
-        problem: what is wrong with it (without the path).
+        path: the offending file or directory (None when only a message was given).
+        problem: what is wrong (without the path).
     """
 
-    def __init__(self, path: str | os.PathLike | None, problem: str):
-        self.path = Path(path) if path is not None else None
-        self.problem = " ".join(str(problem).split())   # always one line
+    def __init__(self, path: str | os.PathLike | None, problem: str | None = None):
+        if problem is None:
+            self.path, self.problem = None, " ".join(str(path).split())
+        else:
+            self.path = Path(path) if path is not None else None
+            self.problem = " ".join(str(problem).split())   # always one line
         super().__init__(f"{self.path}: {self.problem}" if self.path is not None else self.problem)
+
+    def __reduce__(self):  # picklable across worker processes
+        return (type(self), (self.path, self.problem) if self.path is not None else (self.problem,))
 
 
 def require_file(path: str | os.PathLike, what: str = "file") -> Path:

@@ -145,14 +145,16 @@ def _wrapped_bump(phase: np.ndarray, center: float, width: float) -> np.ndarray:
 
 @lru_cache(maxsize=16)
 def _neighbours(channels: tuple[str, ...], sigma_m: float) -> np.ndarray:
-    """``[C, C]`` row-normalised Gaussian weights of the other channels on the 10-05 template
+    """``[C, C]`` row-normalised Gaussian weights of the other channels on MNE's 10-05 template
     positions (zero diagonal; zeros if a name is unknown)."""
     try:
         import mne
 
-        with warnings.catch_warnings():     # MNE 1.13 renames the template montages
+        names = mne.channels.get_builtin_montages()        # template names changed in MNE 1.13
+        kind = next(k for k in ("spherical_1005", "colin27_1005", "standard_1005") if k in names)
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
-            pos = mne.channels.make_standard_montage("standard_1005").get_positions()["ch_pos"]
+            pos = mne.channels.make_standard_montage(kind).get_positions()["ch_pos"]
         xyz = np.stack([pos[c] for c in channels])
     except Exception:  # pragma: no cover - montage names are standard
         return np.zeros((len(channels), len(channels)), np.float32)
