@@ -1,0 +1,150 @@
+"""masked NT-Xent: torch reference vs the C++ extension, forward + backward (pytest-benchmark).
+
+    pytest bench/test_bench_ntxent.py -s                     # all: timings, side-by-side ratio, memory
+    pytest bench/test_bench_ntxent.py -s -k side_by_side     # the speed target only
+    HIMOE_BENCH_TORCH_MEMORY=1 pytest bench/test_bench_ntxent.py -s -k memory   # + torch's peak (GBs)
+
+Targets (issue 6, 2-core CPU): M=8, N=1024, d=128 fwd+bwd >= 2x the torch backend; M=2, N=8192,
+d=128 peak memory growth <= 256 MB. The ratio test interleaves the two backends round by round so
+that a shared, noisy CPU slows both alike, and reports medians.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from himoe_fast.ops import ext, masked_ntxent
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEED = dict(M=8, N=1024, d=128, p=0.9, tau=0.1)
+MEMORY = dict(M=2, N=8192, d=128, p=0.9, tau=0.1)
+
+
+@pytest.fixture(scope="module")
+def built():
+    if ext.load_extension(warn=False) is None:
+        pytest.skip(f"extension unavailable: {ext.build_status(build=False)['error']}")
+
+
+def _inputs(M, N, d, p, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(M, N, d, generator=g), torch.rand(M, N, generator=g) < p
+
+
+def _fwd_bwd(z, present, tau, backend):
+    zz = z.detach().requires_grad_(True)
+    loss = masked_ntxent(zz, present, tau, backend=backend)
+    loss.backward()
+    return loss.detach(), zz.grad
+
+
+def _gemm_gflops(n=512, reps=20):
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
+
+
+@pytest.mark.parametrize("backend", ["torch", "ext"])
+def test_fwd_bwd(benchmark, built, backend):
+    c = SPEED
+    z, present = _inputs(c["M"], c["N"], c["d"], c["p"])
+    benchmark.group = "masked_ntxent fwd+bwd M=8 N=1024 d=128"
+    benchmark.pedantic(_fwd_bwd, args=(z, present, c["tau"], backend), rounds=5, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("backend", ["torch", "ext"])
+def test_forward_only(benchmark, built, backend):
+    c = SPEED
+    z, present = _inputs(c["M"], c["N"], c["d"], c["p"])
+    benchmark.group = "masked_ntxent forward M=8 N=1024 d=128"
+    with torch.no_grad():
+        benchmark.pedantic(masked_ntxent, args=(z, present, c["tau"], backend), rounds=5, warmup_rounds=1)
+
+
+def test_side_by_side(built, rounds=int(os.environ.get("HIMOE_BENCH_ROUNDS", "7"))):
+    """Interleaved rounds, medians, speedup and max error; asserts the >= 2x target."""
+    c = SPEED
+    z, present = _inputs(c["M"], c["N"], c["d"], c["p"])
+    ref_loss, ref_grad = _fwd_bwd(z, present, c["tau"], "torch")
+    ext_loss, ext_grad = _fwd_bwd(z, present, c["tau"], "ext")
+    times = {"torch": [], "ext": []}
+    for r in range(rounds):
+        for backend in (("torch", "ext") if r % 2 == 0 else ("ext", "torch")):
+            t = time.perf_counter()
+            _fwd_bwd(z, present, c["tau"], backend)
+            times[backend].append(time.perf_counter() - t)
+    ref_ms, ext_ms = (1e3 * statistics.median(times[b]) for b in ("torch", "ext"))
+    row = {
+        "name": "alignment", "M": c["M"], "N": c["N"], "d": c["d"], "threads": torch.get_num_threads(),
+        "ref_ms": round(ref_ms, 1), "fast_ms": round(ext_ms, 1), "speedup": round(ref_ms / ext_ms, 2),
+        "loss_rel_err": float((ext_loss - ref_loss).abs() / ref_loss.abs()),
+        "grad_max_abs_err": float((ext_grad - ref_grad).abs().max()),
+        "gemm_gflops": round(_gemm_gflops(), 1),
+        "torch_ms_all": [round(1e3 * t, 1) for t in times["torch"]],
+        "ext_ms_all": [round(1e3 * t, 1) for t in times["ext"]],
+    }
+    print("\n" + json.dumps(row))
+    assert row["loss_rel_err"] < 1e-4 and row["grad_max_abs_err"] < 1e-5
+    assert row["speedup"] >= 2.0, row
+
+
+_PEAK = """
+    import json, resource, sys, torch
+    from himoe_fast.ops import ext, masked_ntxent
+    backend, M, N, d, p, tau = sys.argv[1], *map(int, sys.argv[2:5]), float(sys.argv[5]), float(sys.argv[6])
+    if backend == "ext":
+        assert ext.load_extension() is not None
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(M, N, d, generator=g).requires_grad_(True)
+    present = torch.rand(M, N, generator=g) < p
+    warm = torch.randn(2, 8, 4, requires_grad=True)          # lazy initialisation outside the window
+    masked_ntxent(warm, torch.ones(2, 8, dtype=torch.bool), tau, backend=backend).backward()
+
+    def status(key):
+        for line in open("/proc/self/status"):
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024.0        # MB
+    try:
+        open("/proc/self/clear_refs", "w").write("5")       # reset the peak RSS (VmHWM)
+        how = "VmHWM"
+    except OSError:
+        how = "ru_maxrss"
+    before = status("VmRSS")
+    loss = masked_ntxent(z, present, tau, backend=backend)
+    loss.backward()
+    peak = status("VmHWM") if how == "VmHWM" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(json.dumps({"backend": backend, "peak_growth_mb": round(peak - before, 1), "how": how,
+                      "loss": float(loss)}))
+"""
+
+
+def _peak_growth(backend, c):
+    args = [backend, c["M"], c["N"], c["d"], c["p"], c["tau"]]
+    r = subprocess.run([sys.executable, "-c", textwrap.dedent(_PEAK), *map(str, args)], capture_output=True,
+                       text=True, timeout=1800, cwd=str(ROOT))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_memory(built):
+    """Peak RSS growth of one fwd+bwd at M=2, N=8192, d=128 (fresh subprocess); ext <= 256 MB."""
+    c = MEMORY
+    rows = [_peak_growth("ext", c)]
+    if os.environ.get("HIMOE_BENCH_TORCH_MEMORY") == "1":  # needs several GB
+        rows.append(_peak_growth("torch", c))
+        assert abs(rows[0]["loss"] - rows[1]["loss"]) <= 1e-4 * abs(rows[1]["loss"])
+    print("\n" + json.dumps({"M": c["M"], "N": c["N"], "d": c["d"], "rows": rows}))
+    assert rows[0]["peak_growth_mb"] <= 256, rows
