@@ -188,11 +188,18 @@ def _print_parity(report) -> None:
     table = Table(title=f"parity: fast ({report.backend}, {report.dtype}, {report.device}) vs reference")
     for col in ("check", "kind", "max abs err", "max rel err", "atol", "rtol", "ok"):
         table.add_column(col, justify="left" if col in ("check", "kind") else "right",
-                         overflow="fold" if col == "check" else "ellipsis")
+                         no_wrap=col == "check")
     for c in report.checks:
         ok = "[green]pass[/]" if c.ok else f"[red]FAIL[/] {c.note}"
         table.add_row(c.name, c.kind, _fmt(c.max_abs), _fmt(c.max_rel), f"{c.atol:g}", f"{c.rtol:g}", ok)
-    Console().print(table)
+    _console().print(table)
+
+
+def _console():
+    """stdout console at least 120 columns wide (full parameter names even when piped)."""
+    from rich.console import Console
+
+    return Console(width=max(Console().width, 120))
 
 
 def _print_bench(result) -> None:
@@ -210,7 +217,7 @@ def _print_bench(result) -> None:
         sp = f"{r.speedup:.2f}x"
         table.add_row(r.name, f"{r.ref_ms:.3f}", f"{r.fast_ms:.3f}", sp, _fmt(r.max_err),
                       f"{r.ref_peak_mb:.2f}", f"{r.fast_peak_mb:.2f}")
-    console = Console()
+    console = _console()
     console.print(table)
     line = f"torch.mm: {result.gemm_gflops:.1f} GFLOP/s"
     pct = bank_roofline_pct(result)

@@ -279,8 +279,8 @@ def _reduce_configs():
 
 
 #: fixed configs for the interpreter (and for `autotune=False`): small tiles, few programs
-INTERP_TOKEN_CONFIG = {"BLOCK_N": 16, "BLOCK_H": 32}
-INTERP_REDUCE_CONFIG = {"BLOCK_I": 16, "BLOCK_J": 32, "BLOCK_R": 16}
+INTERP_TOKEN_CONFIG = {"BLOCK_N": 32, "BLOCK_H": 64}
+INTERP_REDUCE_CONFIG = {"BLOCK_I": 32, "BLOCK_J": 64, "BLOCK_R": 32}
 
 if INTERPRET:
     _fwd = _bank_fwd_kernel
