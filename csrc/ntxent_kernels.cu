@@ -15,6 +15,11 @@
 
 #include <math.h>
 
+#ifndef HIMOE_LAUNCH  // hooks for csrc/cuda_emulation.h (the tests run these kernels on CPU threads)
+#define HIMOE_LAUNCH(kernel, grid, block, smem, stream) kernel<<<grid, block, smem, stream>>>
+#define HIMOE_DYNAMIC_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
+
 namespace himoe_cuda {
 namespace {
 
@@ -94,7 +99,7 @@ __global__ void __launch_bounds__(THREADS)
                int M, int64_t N, int64_t d, T inv_tau) {
   __shared__ T sA[TA][TK + 1];
   __shared__ T sB[TB][TK + 1];
-  extern __shared__ __align__(16) unsigned char smem[];
+  HIMOE_DYNAMIC_SMEM(smem);
   T* sM = reinterpret_cast<T*>(smem);                                   // [TA][M] running max
   T* sS = sM + TA * M;                                                  // [TA][M] running sum
   unsigned char* sMkA = reinterpret_cast<unsigned char*>(sS + TA * M);  // [TA][M]
@@ -177,7 +182,7 @@ __global__ void __launch_bounds__(THREADS)
   __shared__ T sA[TA][TK + 1];
   __shared__ T sB[TB][TK + 1];
   __shared__ T sC[TA][TB + 1];
-  extern __shared__ __align__(16) unsigned char smem[];
+  HIMOE_DYNAMIC_SMEM(smem);
   T* sLA = reinterpret_cast<T*>(smem);                                  // [TA][M] lse of the anchor rows
   T* sLB = sLA + TA * M;                                                // [TB][M] lse of the column rows
   unsigned char* sMkA = reinterpret_cast<unsigned char*>(sLB + TB * M); // [TA][M]
@@ -272,8 +277,8 @@ cudaError_t ntxent_lse(const T* u, const T* mk, const T* w, T* lse, int64_t M, i
   if (bad_sizes(M, N, d)) return cudaErrorInvalidValue;
   if (N == 0) return cudaSuccess;
   const dim3 grid(static_cast<unsigned>((N + TA - 1) / TA), static_cast<unsigned>(M));
-  lse_kernel<T><<<grid, THREADS, dynamic_smem<T>(M), stream>>>(u, mk, w, lse, static_cast<int>(M), N, d,
-                                                               static_cast<T>(inv_tau));
+  HIMOE_LAUNCH(lse_kernel<T>, grid, THREADS, dynamic_smem<T>(M), stream)(u, mk, w, lse, static_cast<int>(M), N, d,
+                                                                         static_cast<T>(inv_tau));
   return cudaGetLastError();
 }
 
@@ -283,8 +288,8 @@ cudaError_t ntxent_grad_lse(const T* u, const T* mk, const T* w, const T* lse, T
   if (bad_sizes(M, N, d)) return cudaErrorInvalidValue;
   if (N == 0 || d == 0) return cudaSuccess;
   const dim3 grid(static_cast<unsigned>((N + TA - 1) / TA), static_cast<unsigned>(M));
-  grad_kernel<T><<<grid, THREADS, dynamic_smem<T>(M), stream>>>(u, mk, w, lse, gu, static_cast<int>(M), N, d,
-                                                                static_cast<T>(inv_tau));
+  HIMOE_LAUNCH(grad_kernel<T>, grid, THREADS, dynamic_smem<T>(M), stream)(u, mk, w, lse, gu, static_cast<int>(M), N,
+                                                                          d, static_cast<T>(inv_tau));
   return cudaGetLastError();
 }
 

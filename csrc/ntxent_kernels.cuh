@@ -20,7 +20,9 @@
 // No 2n x 2n matrix is stored. Both return the launch's cudaError_t.
 #pragma once
 
+#ifndef HIMOE_CUDA_EMULATION  // csrc/cuda_emulation.h runs these kernels on CPU threads in the tests
 #include <cuda_runtime.h>
+#endif
 
 #include <cstdint>
 

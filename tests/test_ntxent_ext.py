@@ -297,6 +297,89 @@ def test_cuda_sources_compile_with_nvcc():
     assert "nvcc-check: OK" in r.stdout
 
 
+# The CUDA kernels' logic, run on CPU threads: csrc/ntxent_kernels.cu compiled by the host compiler
+# with csrc/cuda_emulation.h (one std::thread per CUDA thread, barriers, emulated shuffles).
+@pytest.fixture(scope="module")
+def cuda_emulation(tmp_path_factory):
+    import ctypes
+
+    cxx = os.environ.get("CXX", "c++")
+    if shutil.which(cxx) is None:
+        pytest.skip("no host C++ compiler")
+    out = tmp_path_factory.mktemp("emu") / "ntxent_kernels_emu.so"
+    csrc = ext.csrc_dir()
+    r = subprocess.run([cxx, "-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", f"-I{csrc}",
+                        str(csrc / "ntxent_kernels_emu.cpp"), "-o", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return ctypes.CDLL(str(out))
+
+
+def _kernel_inputs(z, present):
+    """u, mk, w exactly as csrc/ntxent_common.h prepares them."""
+    M = z.shape[0]
+    u = torch.nn.functional.normalize(torch.where(present[..., None], z, torch.zeros((), dtype=z.dtype)), dim=-1)
+    pf = present.to(z.dtype)
+    cnt = pf @ pf.T
+    qual = (cnt >= 2) & ~torch.eye(M, dtype=torch.bool)
+    w = torch.where(qual, 1 / ((qual.sum() / 2).clamp_min(1) * 2 * cnt), torch.zeros_like(cnt))
+    mk = pf[:, :, None] * pf.T[None] * qual.to(z.dtype)[:, None, :]
+    return u.contiguous(), mk.contiguous(), w.contiguous()
+
+
+def _dense_lse(u, mk, w, tau):
+    """lse[i, a, j] by materialising every pair's logits (tiny sizes only)."""
+    M, N, _ = u.shape
+    rows = []
+    for i in range(M):
+        cols = []
+        for j in range(M):
+            if i == j or w[i, j] <= 0:
+                cols.append(torch.zeros(N, dtype=u.dtype))
+                continue
+            shared = mk[i, :, j] > 0
+            same = ((u[i] @ u[i].T) / tau).masked_fill(~shared[None, :] | torch.eye(N, dtype=torch.bool), -torch.inf)
+            other = ((u[i] @ u[j].T) / tau).masked_fill(~shared[None, :], -torch.inf)
+            v = torch.logsumexp(torch.cat([same, other], 1), 1)
+            cols.append(torch.where(shared, v, torch.zeros_like(v)))
+        rows.append(torch.stack(cols, 1))
+    return torch.stack(rows, 0)
+
+
+@pytest.mark.parametrize("M,N,d,p,tau,dtype,absent", [
+    (3, 41, 33, 0.8, 0.1, torch.float32, None),  # 2 row and column tiles, 2 d chunks, partial tiles
+    (4, 45, 7, 0.6, 0.02, torch.float64, None),
+    (3, 37, 5, 0.7, 0.01, torch.float32, None),  # small tau
+    (3, 20, 6, 0.9, 0.3, torch.float64, 2),      # a modality absent everywhere
+    (2, 5, 4, 1.0, 0.5, torch.float32, None),
+])
+def test_cuda_kernels_under_cpu_emulation(cuda_emulation, M, N, d, p, tau, dtype, absent):
+    import ctypes
+
+    g = torch.Generator().manual_seed(N)
+    z = torch.randn(M, N, d, generator=g, dtype=dtype)
+    present = torch.rand(M, N, generator=g) < p
+    present[1, :] = present[1, :] & (torch.arange(N) % 5 != 0)
+    if absent is not None:
+        present[absent] = False
+    u, mk, w = _kernel_inputs(z, present)
+    sfx = "f32" if dtype == torch.float32 else "f64"
+
+    def call(name, *tensors):
+        args = [ctypes.c_void_p(t.data_ptr()) for t in tensors] + [ctypes.c_int64(x) for x in (M, N, d)]
+        assert getattr(cuda_emulation, name)(*args, ctypes.c_double(1.0 / tau)) == 0
+
+    lse = torch.full((M, N, M), float("nan"), dtype=dtype)
+    call(f"himoe_emu_lse_{sfx}", u, mk, w, lse)
+    uu = u.clone().requires_grad_(True)
+    ref = _dense_lse(uu, mk, w, tau)
+    ref_gu, = torch.autograd.grad((w[:, None, :] * mk * ref).sum(), uu)
+    gu = torch.zeros_like(u)
+    call(f"himoe_emu_grad_{sfx}", u, mk, w, ref.detach().contiguous(), gu)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(lse, ref.detach(), **tol)
+    torch.testing.assert_close(gu, ref_gu, **tol)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("M,N,d,p,tau", [(3, 70, 33, 0.8, 0.1), (4, 45, 7, 0.6, 0.02), (2, 5, 4, 1.0, 0.5)])
 def test_cuda_matches_torch(built, M, N, d, p, tau):
