@@ -94,6 +94,27 @@ def test_deap_python2_pickle_needs_latin1(tmp_path):
     np.testing.assert_array_equal(subj.labels, labels)
 
 
+def test_writer_emits_python2_pickles(tmp_path):
+    import pickletools
+
+    from himoe_fast.data.deap import save_deap_subject
+
+    data, labels = _deap_arrays(n_trials=2, n_samples=1750)
+    path = save_deap_subject(tmp_path / "s01.dat", data, labels)
+    blob = path.read_bytes()
+    ops = [(op.name, arg) for op, arg, _ in pickletools.genops(blob)]
+    assert ops[0] == ("PROTO", 2)
+    assert ("GLOBAL", "numpy.core.multiarray _reconstruct") in ops
+    raw = [arg for name, arg in ops if name in ("BINSTRING", "SHORT_BINSTRING") and len(arg) > 8]
+    assert sorted(len(r) for r in raw) == [labels.nbytes, data.nbytes]     # raw buffers as Python 2 strings
+    with pytest.raises(UnicodeDecodeError):
+        pickle.loads(blob)
+    subj = load_deap_subject(path)
+    np.testing.assert_array_equal(subj.data, data)
+    np.testing.assert_array_equal(subj.labels, labels)
+    assert [p.name for p in tmp_path.iterdir()] == ["s01.dat"]
+
+
 def test_deap_face_file_read(tmp_path):
     data, labels = _deap_arrays(n_trials=3)
     path = _write_pickle(tmp_path / "s04.dat", {"data": data, "labels": labels})

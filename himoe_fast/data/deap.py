@@ -41,7 +41,6 @@ All trials must have the same number of features (``HiMoEConfig``'s ``face`` mod
 
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import re
@@ -233,14 +232,14 @@ def load_face_features(path: str | os.PathLike, n_trials: int) -> tuple[list[np.
 
 
 # --------------------------------------------------------------------------------------------- write
-def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
-    """Write ``payload`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+def atomic_write(path: str | os.PathLike, write) -> Path:
+    """Call ``write(file)`` on a temporary file in the target folder, then ``os.replace`` it into place."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(payload)
+            write(f)
         os.replace(tmp, p)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -248,16 +247,48 @@ def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
     return p
 
 
+def _py2_pickle_array(f, arr: np.ndarray) -> None:
+    """Emit the protocol-2 opcodes with which Python 2 + numpy pickled an ndarray: ``_reconstruct``,
+    the state tuple ``(1, shape, dtype, is_fortran, raw bytes as a BINSTRING)``."""
+    def string(b: bytes) -> bytes:                      # SHORT_BINSTRING / BINSTRING
+        return b"U" + bytes([len(b)]) + b if len(b) < 256 else b"T" + len(b).to_bytes(4, "little") + b
+
+    def integer(v: int) -> bytes:                       # BININT1 / BININT2 / BININT
+        return b"K" + bytes([v]) if v < 256 else b"M" + v.to_bytes(2, "little") if v < 65536 else \
+            b"J" + v.to_bytes(4, "little", signed=True)
+
+    arr = np.ascontiguousarray(arr)
+    code = {np.dtype("<f8"): b"f8", np.dtype("<f4"): b"f4"}[arr.dtype.newbyteorder("<")]
+    dtype = (b"cnumpy\ndtype\n" + string(code) + b"K\x00K\x01\x87R(K\x03" + string(b"<")
+             + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb")
+    f.write(b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + string(b"b") + b"\x87R(K\x01("
+            + b"".join(integer(n) for n in arr.shape) + b"t" + dtype + b"\x89")
+    raw = arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes()
+    f.write(b"T" + len(raw).to_bytes(4, "little"))
+    f.write(raw)
+    f.write(b"tb")
+
+
 def save_deap_subject(path: str | os.PathLike, data: np.ndarray, labels: np.ndarray) -> Path:
-    """Write one subject in DEAP's pickle layout (protocol 2, like the original Python 2 files)."""
-    buf = io.BytesIO()
-    pickle.dump({"labels": np.asarray(labels), "data": np.asarray(data)}, buf, protocol=2)
-    return atomic_write_bytes(path, buf.getvalue())
+    """Write one subject exactly like DEAP's Python 2 pickles: protocol 2, ``{'labels', 'data'}``
+    with the array buffers as raw byte strings (so Python 3 needs ``encoding="latin1"``).
+
+    ``data`` and ``labels`` are written as float64 (or float32 if given so).
+    """
+    def write(f) -> None:
+        f.write(b"\x80\x02}(")
+        for key, arr in (("labels", labels), ("data", data)):
+            arr = np.asarray(arr)
+            if arr.dtype not in (np.float32, np.float64):
+                arr = arr.astype(np.float64)
+            f.write(b"U" + bytes([len(key)]) + key.encode())
+            _py2_pickle_array(f, arr)
+        f.write(b"u.")
+
+    return atomic_write(path, write)
 
 
 def save_face_features(path: str | os.PathLike, trials: list[np.ndarray | None], fps: float) -> Path:
     """Write a ``sNN_face.npz`` (trials that are ``None`` are left out, i.e. not recorded)."""
     arrays = {f"trial_{k + 1:02d}": np.asarray(a) for k, a in enumerate(trials) if a is not None}
-    buf = io.BytesIO()
-    np.savez(buf, fps=np.float64(fps), **arrays)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write(path, lambda f: np.savez(f, fps=np.float64(fps), **arrays))

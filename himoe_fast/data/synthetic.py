@@ -56,11 +56,11 @@ import scipy.signal
 
 from ..config import DEAP_EEG_CHANNELS, DREAMER_EEG_CHANNELS
 from .cache import atomic_dir, cache_key, cache_root, remove_stale_tmp
-from .deap import save_deap_subject, save_face_features
+from .deap import atomic_write, save_deap_subject, save_face_features
 from .dreamer import dreamer_struct
 
 #: Bump when the generator's output changes (part of the ensure_synthetic cache key).
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 #: Response lag of each signal family to the felt state, seconds (before per-subject jitter).
 MODALITY_LAGS = {"eeg": 0.2, "emg": 0.5, "face": 0.8, "eog": 1.0, "heart": 2.0, "resp": 2.5,
@@ -413,7 +413,7 @@ def _face(rng, drive, subj, fs, missing_p: float = 0.1) -> list[np.ndarray | Non
 
 # ------------------------------------------------------------------------------------ subjects
 def _rng(seed: int, subject: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(seed), int(subject), GENERATOR_VERSION]))
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(subject)]))
 
 
 def synthetic_deap_subject(seed: int, subject: int, *, n_trials: int = 40, trial_s: float = 63.0,
@@ -530,15 +530,7 @@ def write_synthetic_dreamer(path: str | os.PathLike, n_subjects: int = 23, seed:
     subjects = [synthetic_dreamer_subject(seed, s, n_trials=n_trials, clip_s=clip_s, baseline_s=baseline_s)
                 for s in range(n_subjects)]
     struct = dreamer_struct(subjects)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            scipy.io.savemat(f, {"DREAMER": struct}, do_compression=False, oned_as="column")
-        os.replace(tmp, p)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return p
+    return atomic_write(p, lambda f: scipy.io.savemat(f, {"DREAMER": struct}, do_compression=False, oned_as="column"))
 
 
 def ensure_synthetic(kind: str = "deap", n_subjects: int = 8, seed: int = 0,
