@@ -219,9 +219,23 @@ def load_extension(verbose: bool = False, warn: bool = True) -> ModuleType | Non
                 failed = os.environ.get("HIMOE_FAST_EXT_FAILED")
                 if failed:
                     raise RuntimeError(f"the build failed in the parent process: {failed}")
-                cfg = _config(with_cuda())
+                cuda = with_cuda()
+                cfg = _config(cuda)
                 _state["cfg"] = cfg
-                module = _build_or_import(cfg, verbose)
+                try:
+                    module = _build_or_import(cfg, verbose)
+                except Exception as e:  # noqa: BLE001
+                    if not cuda:
+                        raise
+                    # keep the CPU kernels when only the CUDA part fails to build
+                    _state["cuda_error"] = f"{type(e).__name__}: {e}".strip()
+                    if warn:
+                        warnings.warn("himoe_fast: the CUDA kernels of the masked NT-Xent extension failed to build "
+                                      f"({_state['cuda_error'][-400:]}); building the CPU kernels only.",
+                                      RuntimeWarning, stacklevel=3)
+                    cfg = _config(False)
+                    _state["cfg"] = cfg
+                    module = _build_or_import(cfg, verbose)
                 _register_python_parts()
                 _state["module"] = module
             except Exception as e:  # noqa: BLE001 - any build failure means: use the torch backend
@@ -283,6 +297,7 @@ def build_status(build: bool = True) -> dict:
         "cuda_requested": cuda,
         "disabled": _disabled(),
         "error": _state["error"],
+        "cuda_error": _state.get("cuda_error"),
         "ops": [f"torch.ops.himoe_fast.{op}" for op in OPS] if module is not None else [],
     }
 
