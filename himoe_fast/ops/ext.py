@@ -18,7 +18,9 @@ starting DDP workers.
 Without a working compiler (or on any build failure) :func:`load_extension` returns ``None`` and
 callers fall back to the torch backend; one ``warnings.warn`` per process says so.
 
-Environment: ``HIMOE_FAST_CACHE`` (cache root), ``HIMOE_FAST_NO_EXT=1`` (never build or load),
+Environment: ``HIMOE_FAST_CACHE`` (cache root), ``HIMOE_FAST_EXT_CACHE`` (the extension's own cache
+folder, overrides ``$HIMOE_FAST_CACHE/ext``; lets tests that point the data cache at a temporary
+folder share one build), ``HIMOE_FAST_NO_EXT=1`` (never build or load),
 ``HIMOE_FAST_EXT_CUDA=0|1`` (leave out / force the CUDA kernels; default: when torch has CUDA and
 nvcc is found), ``HIMOE_FAST_EXT_LOCK_TIMEOUT`` (seconds to wait for another build, default 3600),
 ``HIMOE_FAST_EXT_FAILED`` (set by :func:`prebuild` after a failed build so that workers do not retry).
@@ -67,6 +69,10 @@ def csrc_dir() -> Path:
 
 
 def cache_root() -> Path:
+    """``$HIMOE_FAST_EXT_CACHE`` if set, else ``$HIMOE_FAST_CACHE/ext``, else ``~/.cache/himoe-fast/ext``."""
+    own = os.environ.get("HIMOE_FAST_EXT_CACHE")
+    if own:
+        return Path(own).expanduser()
     env = os.environ.get("HIMOE_FAST_CACHE")
     return (Path(env).expanduser() if env else Path.home() / ".cache" / "himoe-fast") / "ext"
 
