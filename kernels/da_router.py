@@ -109,8 +109,18 @@ _MODES = {"dot": MODE_DOT, "cosine": MODE_COSINE, "diff": MODE_DIFF}
 FP32_PRECISION = "ieee"
 
 
-def _interpret() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
+#: Whether this module's kernels were decorated under the Triton interpreter (CPU tensors) or for the GPU.
+INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _interpret(device: torch.device) -> bool:
+    """True: launch the fixed interpreter config; False: the autotuned GPU kernels."""
+    if INTERPRET:
+        return True
+    if device.type != "cuda":
+        raise RuntimeError("himoe_fast.kernels.da_router was imported without TRITON_INTERPRET=1, so its kernels "
+                           "need CUDA tensors; set TRITON_INTERPRET=1 before importing it to run them on CPU")
+    return False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -261,6 +271,9 @@ def _bwd_kernel(Z, W1, B1, W2, B2, V, QH, WK, SCALE,          # forward inputs
         s = tl.load(SCALE).to(tl.float32)
     num_blocks = tl.cdiv(N, BLOCK_N)
     for blk in range(pid, num_blocks, nprog):
+        # the partial slices below are read-modify-written once per block; the barrier orders one
+        # block's stores before the next block's loads even if they map to other threads
+        tl.debug_barrier()
         offs_n = blk * BLOCK_N + tl.arange(0, BLOCK_N)
         mask_n = offs_n < N
         mask_nd = mask_n[:, None] & mask_d[None, :]
@@ -362,8 +375,11 @@ _INTERP_BLOCK_N, _INTERP_BLOCK_H = 16, 32
 
 
 def _configs():
-    return [triton.Config({"BLOCK_N": bn, "BLOCK_H": bh}, num_warps=w, num_stages=st)
-            for bn in (16, 32, 64) for bh in (32, 64) for w in (4, 8) for st in (1, 2)]
+    # (BLOCK_N, BLOCK_H, num_warps): a token block keeps ~6 [BLOCK_N, BLOCK_D] fp32 tiles live, so
+    # large BLOCK_N wants more warps; small BLOCK_N gives more programs at small N.
+    # (sm_90 compiles of (16, 32, 4) already use ~255 registers per thread, hence the 8-warp variants.)
+    grid = [(16, 32, 4), (16, 32, 8), (16, 64, 4), (32, 32, 4), (32, 32, 8), (32, 64, 8), (64, 32, 8), (64, 64, 8)]
+    return [triton.Config({"BLOCK_N": bn, "BLOCK_H": bh}, num_warps=w, num_stages=1) for bn, bh, w in grid]
 
 
 _PARTIALS = ["GW1P", "GB1P", "GW2P", "GB2P", "GWKP"]
@@ -383,7 +399,7 @@ def _precision(dtype: torch.dtype) -> str:
 def _num_partials(N: int, device: torch.device, bytes_per_partial: int) -> int:
     """How many per-program partial weight-gradient slices the backward uses (its grid size cap)."""
     blocks = triton.cdiv(N, 16)
-    if device.type != "cuda":
+    if INTERPRET or device.type != "cuda":
         return max(1, triton.cdiv(N, _INTERP_BLOCK_N))
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     cap = max(1, (256 << 20) // max(1, bytes_per_partial))            # <= 256 MiB of partials
@@ -405,7 +421,7 @@ def _launch_fwd(z, w1, b1, w2, b2, v, qh, wk, scale, sc, mode):
     SC = scale if scale is not None else z
     args = (z, w1, b1, w2, b2, V, QH, WK, SC, A, PHI, LSE, N, D, H, R, L, float(sc or 0.0))
     meta = dict(MODE=mode, BLOCK_D=_pow2(D), BLOCK_R=_pow2(R), PREC=_precision(z.dtype))
-    if _interpret() or dev.type != "cuda":
+    if _interpret(dev):
         _fwd_kernel[(triton.cdiv(N, _INTERP_BLOCK_N),)](
             *args, BLOCK_N=_INTERP_BLOCK_N, BLOCK_H=_INTERP_BLOCK_H, **meta)
     else:
@@ -438,7 +454,7 @@ def _launch_bwd(z, w1, b1, w2, b2, v, qh, wk, scale, sc, mode, S, gA, gS, DD):
     args = (z, w1, b1, w2, b2, V, QH, WK, SC, S, gA, gS, DD, GZ, GV, GQH, GSC,
             GW1P, GB1P, GW2P, GB2P, GWKP, N, D, H, R, L, float(sc or 0.0))
     meta = dict(MODE=mode, BLOCK_D=_pow2(D), BLOCK_R=_pow2(R), PREC=_precision(z.dtype))
-    if _interpret() or dev.type != "cuda":
+    if _interpret(dev):
         _bwd_kernel[(min(C, triton.cdiv(N, _INTERP_BLOCK_N)),)](
             *args, BLOCK_N=_INTERP_BLOCK_N, BLOCK_H=_INTERP_BLOCK_H, **meta)
     else:

@@ -36,8 +36,10 @@ import torch.nn.functional as F
 
 from himoe_fast.model.router import COSINE_EPS
 
+from .backend import load_kernel_module, resolve
+
 MODES = ("dot", "cosine", "diff")
-BACKENDS = ("torch", "triton")
+BACKENDS = ("auto", "torch", "triton")
 
 __all__ = ["da_router", "da_router_core", "MODES", "BACKENDS"]
 
@@ -46,86 +48,139 @@ __all__ = ["da_router", "da_router_core", "MODES", "BACKENDS"]
 # torch core: batched over experts with bmm, recompute in backward
 # ----------------------------------------------------------------------------------------------
 
-def _ffn(z: torch.Tensor, w1, b1, w2, b2):
-    """All L experts at once. z ``[N, d]`` -> (a ``[L, N, h]``, u = gelu(a), f ``[L, N, d]``)."""
-    L, N, d = w1.shape[0], z.shape[0], z.shape[1]
-    a = torch.baddbmm(b1.unsqueeze(1), z.expand(L, N, d), w1)              # [L, N, h]
-    u = F.gelu(a)
-    f = torch.baddbmm(b2.unsqueeze(1), u, w2)                               # [L, N, d]
-    return a, u, f
+#: Working-set budget of the torch backend: experts are processed in groups whose ``[L_c, N, h]``
+#: hidden fits in this many bytes (one group, i.e. fully batched, at the realistic N = 256).
+CHUNK_BYTES = 4 << 20
+
+
+def _chunks(L: int, N: int, h: int, itemsize: int):
+    """Expert groups ``slice``s: all ``L`` at once unless ``[L, N, h]`` exceeds :data:`CHUNK_BYTES`."""
+    step = max(1, min(L, CHUNK_BYTES // max(1, N * h * itemsize)))
+    return [slice(l0, min(L, l0 + step)) for l0 in range(0, L, step)]
+
+
+def _hidden(z, w1, b1, sl, out=None):
+    """Pre-activation of the experts in ``sl``: ``[L_c, N, h]``."""
+    Lc, (N, d) = sl.stop - sl.start, z.shape
+    return torch.baddbmm(b1[sl].unsqueeze(1), z.expand(Lc, N, d), w1[sl], out=out)
 
 
 def _cos_keys(f: torch.Tensor, wk: torch.Tensor):
-    """k = f W_k, its clamped norm and unit vector. f ``[L, N, d]``, wk ``[1, d, r]``."""
-    k = torch.matmul(f, wk[0])                                              # [L, N, r]
-    norm = k.norm(dim=-1)                                                   # [L, N]
+    """k = f W_k -> (|k|, max(|k|, eps), k / max(|k|, eps)). f ``[L_c, N, d]``, wk ``[1, d, r]``."""
+    k = torch.matmul(f, wk[0])                                              # [L_c, N, r]
+    norm = k.norm(dim=-1)                                                   # [L_c, N]
     kn = norm.clamp_min(COSINE_EPS)
-    return k, norm, kn, k / kn.unsqueeze(-1)
+    return norm, kn, k.div_(kn.unsqueeze(-1))                               # unit keys in k's buffer
 
 
 class _TorchCore(torch.autograd.Function):
-    """(z, w1, b1, w2, b2, v | qh, wk, scale) -> (A ``[P, N, d]``, S ``[P, N, L]``). See module doc."""
+    """(z, w1, b1, w2, b2, v | qh, wk, scale) -> (A ``[P, N, d]``, S ``[P, N, L]``). See module doc.
+
+    Experts are batched with ``bmm`` (in groups bounded by :data:`CHUNK_BYTES`, with an online softmax
+    across groups); saved for backward: z, S, A (and the hidden pre-activation if ``save_hidden``).
+    """
 
     @staticmethod
     def forward(ctx, z, w1, b1, w2, b2, v, qh, wk, scale, sc, save_hidden):
         cosine = qh is not None
-        a, _, f = _ffn(z, w1, b1, w2, b2)
-        ft = f.transpose(0, 1)                                              # [N, L, d] view
-        if cosine:
-            _, _, kn, khat = _cos_keys(f, wk)
-            phi = (scale * (khat * qh[0]).sum(-1)).t().unsqueeze(1)         # [N, 1, L]
-        else:
-            phi = torch.bmm(v.transpose(0, 1), ft.transpose(1, 2)) * sc     # [N, P, L]
-        S = torch.softmax(phi, dim=-1)                                      # [N, P, L]
-        A = torch.bmm(S, ft)                                                # [N, P, d]
-        ctx.save_for_backward(z, w1, b1, w2, b2, v, qh, wk, scale, S, a if save_hidden else None)
+        (L, _, h), N = w1.shape, z.shape[0]
+        groups = _chunks(L, N, h, z.element_size())
+        a_all = torch.empty(L, N, h, dtype=z.dtype, device=z.device) if save_hidden else None
+        phis, m = [], None
+        for sl in groups:
+            a = _hidden(z, w1, b1, sl, out=None if a_all is None else a_all[sl])   # [L_c, N, h]
+            u = F.gelu(a) if save_hidden else torch.ops.aten.gelu_(a)      # in place unless a is kept
+            f = torch.baddbmm(b2[sl].unsqueeze(1), u, w2[sl])               # [L_c, N, d]
+            del u, a
+            ft = f.transpose(0, 1)                                          # [N, L_c, d] view
+            if cosine:
+                _, _, khat = _cos_keys(f, wk)
+                phi = (scale * (khat * qh[0]).sum(-1)).t().unsqueeze(1)     # [N, 1, L_c]
+            else:
+                phi = torch.bmm(v.transpose(0, 1), ft.transpose(1, 2)) * sc # [N, P, L_c]
+            phis.append(phi)
+            if len(groups) == 1:
+                break
+            # online softmax over the groups: running max m, sum ell, accumulator acc
+            m_new = phi.amax(-1, keepdim=True) if m is None else torch.maximum(m, phi.amax(-1, keepdim=True))
+            p = torch.exp(phi - m_new)                                      # [N, P, L_c]
+            if m is None:
+                ell, acc = p.sum(-1, keepdim=True), torch.bmm(p, ft)
+            else:
+                c = torch.exp(m - m_new)
+                ell = ell * c + p.sum(-1, keepdim=True)
+                acc = torch.baddbmm(acc * c, p, ft)
+            m = m_new
+        S = torch.softmax(torch.cat(phis, -1) if len(phis) > 1 else phis[0], dim=-1)  # [N, P, L]
+        A = torch.bmm(S, ft) if len(groups) == 1 else acc / ell             # [N, P, d]
+        ctx.save_for_backward(z, w1, b1, w2, b2, v, qh, wk, scale, S, A, a_all)
         ctx.sc = sc
         return A.transpose(0, 1), S.transpose(0, 1)
 
     @staticmethod
     def backward(ctx, gA, gS):
-        z, w1, b1, w2, b2, v, qh, wk, scale, S, a = ctx.saved_tensors
+        z, w1, b1, w2, b2, v, qh, wk, scale, S, A, a_all = ctx.saved_tensors
         cosine = qh is not None
         sc = scale if cosine else ctx.sc
-        L, N, d = w1.shape[0], z.shape[0], z.shape[1]
-        if a is None:                                                       # recompute the hidden
-            a = torch.baddbmm(b1.unsqueeze(1), z.expand(L, N, d), w1)      # [L, N, h]
-        u = F.gelu(a)
-        f = torch.baddbmm(b2.unsqueeze(1), u, w2)                           # [L, N, d]
-        ft = f.transpose(0, 1)                                              # [N, L, d]
-        gAt = gA.transpose(0, 1)                                            # [N, P, d]
-        G = torch.bmm(gAt, ft.transpose(1, 2)) + gS.transpose(0, 1)        # [N, P, L]
-        D = (S * G).sum(-1, keepdim=True)                                   # [N, P, 1]
-        dphi = S * (G - D)                                                  # [N, P, L]
-        g_v = g_qh = g_wk = g_scale = None
-        if cosine:
-            k, norm, kn, khat = _cos_keys(f, wk)                            # [L, N, r], [L, N]
-            cos = (khat * qh[0]).sum(-1)                                    # [L, N]
-            dp = dphi[:, 0, :].t()                                          # [L, N]
-            c = (dp * sc).unsqueeze(-1)                                     # [L, N, 1]
-            # d cos / d k = (qh - cos khat) / |k|   (|k| >= eps);   qh / eps   (clamped)
-            proj = torch.where(norm >= COSINE_EPS, cos, torch.zeros_like(cos)).unsqueeze(-1)
-            gk = c * (qh[0] - proj * khat) / kn.unsqueeze(-1)              # [L, N, r]
-            g_qh = (c * khat).sum(0).unsqueeze(0)                           # [1, N, r]
-            g_scale = (dp * cos).sum()
-            g_wk = (f.reshape(L * N, d).t() @ gk.reshape(L * N, -1)).unsqueeze(0)   # [1, d, r]
-            gft = torch.matmul(gk, wk[0].t()).transpose(0, 1)               # [N, L, d]
-            gft = torch.baddbmm(gft, S.transpose(1, 2), gAt)                # + S_l gA
-        else:
-            coef = torch.cat([S, dphi * sc], dim=1).transpose(1, 2)         # [N, L, 2P]
+        (L, d, h), N = w1.shape, z.shape[0]
+        gAt, gSt = gA.transpose(0, 1), gS.transpose(0, 1)                   # [N, P, d], [N, P, L]
+        # D_p = sum_l S_pl G_pl = <gA_p, A_p> + <gS_p, S_p>   (so expert groups are independent)
+        D = ((gAt * A).sum(-1) + (gSt * S).sum(-1)).unsqueeze(-1)           # [N, P, 1]
+        parts = {"w1": [], "b1": [], "w2": [], "b2": []}                      # per expert group
+        g_z = g_v = g_qh = g_wk = g_scale = None
+        if not cosine:
             vecs = torch.cat([gAt, v.transpose(0, 1)], dim=1)               # [N, 2P, d]
-            gft = torch.bmm(coef, vecs)                                     # [N, L, d]
-            g_v = (torch.bmm(dphi, ft) * sc).transpose(0, 1)                # [P, N, d]
-        gf = gft.transpose(0, 1)                                            # [L, N, d] view
-        g_b2 = gf.sum(1)
-        g_w2 = torch.bmm(u.transpose(1, 2), gf)                             # [L, h, d]
-        gu = torch.bmm(gf, w2.transpose(1, 2), out=u)                       # [L, N, h], reuses u
-        del f, ft, gft, gf
-        ga = torch.ops.aten.gelu_backward(gu, a)                            # [L, N, h]
-        del gu, u, a
-        g_b1 = ga.sum(1)
-        g_w1 = torch.bmm(z.t().expand(L, d, N), ga)                          # [L, d, h]
-        g_z = torch.bmm(ga, w1.transpose(1, 2)).sum(0)                      # [N, d]
+        for sl in _chunks(L, N, h, z.element_size()):
+            Lc = sl.stop - sl.start
+            a = _hidden(z, w1, b1, sl) if a_all is None else a_all[sl]      # [L_c, N, h]
+            u = F.gelu(a)
+            f = torch.baddbmm(b2[sl].unsqueeze(1), u, w2[sl])               # [L_c, N, d]
+            ft = f.transpose(0, 1)                                          # [N, L_c, d]
+            Sc = S[..., sl]                                                 # [N, P, L_c]
+            G = torch.baddbmm(gSt[..., sl], gAt, ft.transpose(1, 2))        # [N, P, L_c]
+            dphi = Sc * (G - D)                                             # [N, P, L_c]
+            if cosine:
+                norm, kn, khat = _cos_keys(f, wk)                           # [L_c, N], [L_c, N, r]
+                cos = (khat * qh[0]).sum(-1)                                # [L_c, N]
+                dp = dphi[:, 0, :].t()                                      # [L_c, N]
+                c = (dp * sc).unsqueeze(-1)                                 # [L_c, N, 1]
+                part = (khat * c).sum(0)                                    # [N, r]
+                g_qh = part if g_qh is None else g_qh + part
+                part = (dp * cos).sum()
+                g_scale = part if g_scale is None else g_scale + part
+                # d kh / d k = (I - kh kh^T) / |k|  (|k| >= eps);  I / eps  (clamped):
+                # gk = c (qh - [|k| >= eps] cos kh) / kn, built in place in khat's buffer
+                proj = torch.where(norm >= COSINE_EPS, cos, torch.zeros_like(cos)).unsqueeze(-1)
+                gk = khat.mul_(-proj).add_(qh[0]).mul_(c / kn.unsqueeze(-1))  # [L_c, N, r]
+                del khat, norm, kn, cos, proj
+                part = f.reshape(Lc * N, d).t() @ gk.reshape(Lc * N, -1)    # [d, r]
+                g_wk = part if g_wk is None else g_wk + part
+                gf = torch.matmul(gk, wk[0].t())                            # [L_c, N, d]
+                del gk
+                gf.addcmul_(Sc[:, 0, :].t().unsqueeze(-1), gAt[:, 0, :].unsqueeze(0))   # + S_l gA
+                buf = gf
+            else:
+                coef = torch.cat([Sc, dphi * sc], dim=1).transpose(1, 2)    # [N, L_c, 2P]
+                buf = torch.bmm(coef, vecs)                                 # [N, L_c, d]
+                gf = buf.transpose(0, 1)                                    # [L_c, N, d] view
+                part = torch.bmm(dphi, ft)                                  # [N, P, d]
+                g_v = part if g_v is None else g_v + part
+            del f, ft
+            parts["b2"].append(gf.sum(1))
+            parts["w2"].append(torch.bmm(u.transpose(1, 2), gf))           # [L_c, h, d]
+            gu = torch.bmm(gf, w2[sl].transpose(1, 2), out=u)               # [L_c, N, h], reuses u
+            ga = torch.ops.aten.gelu_backward.grad_input(gu, a, grad_input=gu)  # in place
+            del a, u, gu
+            parts["b1"].append(ga.sum(1))
+            parts["w1"].append(torch.bmm(z.t().expand(Lc, d, N), ga))      # [L_c, d, h]
+            gz = torch.bmm(ga, w1[sl].transpose(1, 2), out=buf.view(Lc, N, d)).sum(0)  # reuses gf
+            g_z = gz if g_z is None else g_z.add_(gz)
+            del ga, buf, gf
+        g_w1, g_b1, g_w2, g_b2 = (ps[0] if len(ps) == 1 else torch.cat(ps) for ps in parts.values())
+        if g_v is not None:
+            g_v = (g_v * sc).transpose(0, 1)                                # [P, N, d]
+        if cosine:
+            g_qh, g_wk = g_qh.unsqueeze(0), g_wk.unsqueeze(0)
         return g_z, g_w1, g_b1, g_w2, g_b2, g_v, g_qh, g_wk, g_scale, None, None
 
 
@@ -133,9 +188,11 @@ class _TorchCore(torch.autograd.Function):
 # public API
 # ----------------------------------------------------------------------------------------------
 
-def _check(z, w1, b1, w2, b2, wq, wk, mode, scale, lam):
+def _check(z, w1, b1, w2, b2, wq, wk, mode, scale, lam, backend):
     if mode not in MODES:
         raise ValueError(f"unknown router mode {mode!r}; expected one of {MODES}")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
     L, d, h = w1.shape
     P = 2 if mode == "diff" else 1
     if z.shape[-1] != d or w2.shape != (L, h, d) or b1.shape != (L, h) or b2.shape != (L, d):
@@ -160,13 +217,13 @@ def da_router_core(z, w1, b1, w2, b2, wq, wk, mode: str, scale=None, backend: st
     else:
         v = torch.matmul(q, wk.transpose(1, 2))                             # [P, N, d]
         qh, wk_in, scale_in, sc = None, None, None, 1.0 / math.sqrt(r)
+    if backend == "auto":
+        backend = resolve(backend, z.device)
     if backend == "torch":
         return _TorchCore.apply(z, w1, b1, w2, b2, v, qh, wk_in, scale_in, sc, bool(save_hidden))
-    if backend == "triton":
-        from himoe_fast.kernels import da_router as kernels  # lazy: imports triton
-
-        return kernels.da_router_core(z, w1, b1, w2, b2, v=v, qh=qh, wk=wk_in, scale=scale_in, sc=sc)
-    raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    # lazy: imports triton (under the interpreter for CPU tensors)
+    kernels = load_kernel_module("da_router", z.device)
+    return kernels.da_router_core(z, w1, b1, w2, b2, v=v, qh=qh, wk=wk_in, scale=scale_in, sc=sc)
 
 
 def da_router(z, w1, b1, w2, b2, wq, wk, mode: str, scale=None, lam=None,
@@ -180,7 +237,7 @@ def da_router(z, w1, b1, w2, b2, wq, wk, mode: str, scale=None, lam=None,
     backend: ``"torch"`` (batched ops, CPU or GPU) or ``"triton"`` (kernels in
     ``himoe_fast.kernels.da_router``; CPU tensors need ``TRITON_INTERPRET=1`` set before triton loads).
     """
-    _check(z, w1, b1, w2, b2, wq, wk, mode, scale, lam)
+    _check(z, w1, b1, w2, b2, wq, wk, mode, scale, lam, backend)
     lead = z.shape[:-1]
     z2 = z.reshape(-1, z.shape[-1])
     A, S = da_router_core(z2, w1, b1, w2, b2, wq, wk, mode, scale=scale, backend=backend, save_hidden=save_hidden)
