@@ -84,6 +84,7 @@ T __shfl_xor_sync(unsigned /*mask*/, T v, int lane_mask, int width = 32) {
 #define threadIdx (himoe_emu::thread_idx)
 #define blockIdx (himoe_emu::block_idx)
 #define __syncthreads() himoe_emu::syncthreads()
+#define __syncwarp() himoe_emu::syncthreads()  // reached by the whole block in these kernels
 #define __global__
 #define __device__
 #define __forceinline__ inline

@@ -156,7 +156,8 @@ __global__ void __launch_bounds__(THREADS)
             for (int q = 0; q < 4; ++q)
               if (v[q]) part += dexp(x[q] - mnew);
           }
-          part = group_sum(part);  // every lane has read mold before lane 0 writes below
+          part = group_sum(part);
+          __syncwarp();  // every lane of the row has read mold before lane 0 updates it
           if (tx == 0 && ty < nA && sMkA[ty * M + j] && mnew != neg_inf<T>()) {
             sS[ty * M + j] = (mold == neg_inf<T>() ? T(0) : sS[ty * M + j] * dexp(mold - mnew)) + part;
             sM[ty * M + j] = mnew;

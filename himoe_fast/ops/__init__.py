@@ -34,7 +34,8 @@ def masked_ntxent(z: torch.Tensor, present: torch.Tensor, temperature: float = 0
         if ext.load_extension() is not None:
             why_not = ext.supports(z)
             if why_not is None:
-                return torch.ops.himoe_fast.masked_ntxent(z, present.to(torch.bool), float(temperature))
+                present = present.to(device=z.device, dtype=torch.bool)
+                return torch.ops.himoe_fast.masked_ntxent(z, present, float(temperature))
             if backend == "ext":
                 raise ValueError(f"masked_ntxent: backend='ext' has no kernel for this input: {why_not}")
     return masked_ntxent_torch(z, present, temperature)
