@@ -53,6 +53,8 @@ DATASETS = ("deap", "dreamer")
 
 #: DEAP channel index -> signal family (decides the filter).
 DEAP_FAMILY = ("eeg",) * 32 + ("eog", "eog", "emg", "emg", "gsr", "resp", "ppg", "temp")
+_FAMILY_CHANNELS = {f: [c for c, g in enumerate(DEAP_FAMILY) if g == f] for f in dict.fromkeys(DEAP_FAMILY)}
+_POS_IN_FAMILY = {c: _FAMILY_CHANNELS[f].index(c) for c, f in enumerate(DEAP_FAMILY)}
 
 
 @dataclass
@@ -76,9 +78,10 @@ def _label_columns(cfg: HiMoEConfig, known: Sequence[str], where: Path) -> list[
 
 def _check_lags(cfg: HiMoEConfig, lags: dict[str, float] | None) -> dict[str, float]:
     out = {}
+    by_canonical = {canonical_modality(n): n for n in cfg.modality_names}
     for raw, value in (lags or {}).items():
-        name = canonical_modality(raw)
-        if name not in cfg.modality_names:
+        name = raw if raw in cfg.modality_names else by_canonical.get(canonical_modality(raw))
+        if name is None:
             raise ValueError(f"lag given for {raw!r}, which is not a modality of the config {cfg.modality_names}")
         v = float(value)
         if not math.isfinite(v):
@@ -182,19 +185,16 @@ def _process_deap(subj: DeapSubject, mods, cfg: HiMoEConfig, pp: PreprocessConfi
     fs = DEAP_SFREQ
     needed = sorted({DEAP_FAMILY[c] for _, idx in mods if idx is not None for c in idx})
     filtered: dict[str, np.ndarray] = {}
-    for fam in needed:
-        chans = [c for c in range(len(DEAP_FAMILY)) if DEAP_FAMILY[c] == fam]
-        filtered[fam] = filter_signal(subj.data[:, chans], fs, pp.filter_for(fam), line_freq=pp.line_freq,
-                                      method=pp.method)
-    pos_in_family = {c: ([i for i in range(len(DEAP_FAMILY)) if DEAP_FAMILY[i] == DEAP_FAMILY[c]].index(c))
-                     for c in range(len(DEAP_FAMILY))}
+    for fam in needed:                       # each family filtered once, all trials x channels in one call
+        filtered[fam] = filter_signal(subj.data[:, _FAMILY_CHANNELS[fam]], fs, pp.filter_for(fam),
+                                      line_freq=pp.line_freq, method=pp.method)
     signals, valid = {}, {}
     for spec, idx in mods:
         lag = lags.get(spec.name, 0.0)
         if idx is None:
             signals[spec.name], valid[spec.name] = _face_trials(subj, spec, pp, lag)
             continue
-        parts = [filtered[DEAP_FAMILY[c]][:, pos_in_family[c]] for c in idx]
+        parts = [filtered[DEAP_FAMILY[c]][:, _POS_IN_FAMILY[c]] for c in idx]
         arr = np.stack(parts, axis=1)                                       # [n_trials, C, n]
         arr = resample_signal(arr, fs, spec.sfreq)
         arr = shift(arr, lag_samples(lag, spec.sfreq))
@@ -225,6 +225,11 @@ def _process_dreamer(subj: DreamerSubject, mods: list[ModalitySpec], pp: Preproc
     return _Trials(signals, valid, subj.scores[:, label_cols])
 
 
+def _last_sample(n: int, spec: ModalitySpec, window_s: float, stride_s: float) -> int:
+    """Index of the last sample of window ``n - 1`` (as :func:`cut_windows` places it)."""
+    return int(round((n - 1) * stride_s * spec.sfreq)) + spec.samples(window_s) - 1
+
+
 def _window_subject(tr: _Trials, cfg: HiMoEConfig, stride_s: float
                     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
     """Windows of one subject: (name -> [n, C, S], available [n, M], labels [n, n_t], local trial [n])."""
@@ -235,6 +240,9 @@ def _window_subject(tr: _Trials, cfg: HiMoEConfig, stride_s: float
     for k in range(n_trials):
         dur = min(tr.signals[m][k].shape[-1] / cfg.modality(m).sfreq for m in names)
         n = window_count(dur, cfg.window_s, stride_s)
+        while n > 0 and any(_last_sample(n, cfg.modality(m), cfg.window_s, stride_s) >= tr.signals[m][k].shape[-1]
+                            for m in names):
+            n -= 1                                   # rounding of fractional sample positions
         if n == 0:
             continue
         rec = []
