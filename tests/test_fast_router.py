@@ -148,6 +148,17 @@ def test_torch_backend_keeps_no_expert_tensors_for_backward(mode):
     assert L * N * h in sizes
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", MODES)
+def test_no_tokens(backend, mode):
+    bank = _bank(16, 24, 3, 8, mode)
+    z = torch.randn(0, 16, device=DEVICE, requires_grad=True)
+    e, beta = _fast(bank, z, backend)
+    assert e.shape == (0, 16) and beta.shape == (0, 3)
+    (e.sum() + beta.sum()).backward()
+    assert z.grad.shape == (0, 16) and float(bank.w1.grad.abs().max()) == 0.0
+
+
 def test_bad_arguments():
     bank = _bank(8, 16, 2, 4, "dot")
     z = torch.randn(3, 8, device=DEVICE)

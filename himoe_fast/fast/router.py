@@ -1,9 +1,10 @@
 """Fused Emotion Expert Bank with the DA-router (paper Eq. 5-6): ``da_router``.
 
 Same numbers as :class:`himoe_fast.model.router.EmotionExpertBank` (modes ``dot``, ``cosine``,
-``diff``), computed without a Python loop over the ``L`` experts and without keeping the
-``[L, N, d]`` expert outputs or the ``[L, N, h]`` hidden activations for backward (they are
-recomputed there).
+``diff``), computed with the experts batched (no Python loop over the ``L`` experts) and without
+keeping the ``[L, N, d]`` expert outputs or the ``[L, N, h]`` hidden activations for backward: they
+are recomputed there (``save_hidden=True`` keeps the ``[L, N, h]`` pre-activation instead, one GEMM
+less in backward, for callers that trade memory for speed).
 
 Split of the work (shared by both backends)::
 
@@ -22,9 +23,14 @@ Split of the work (shared by both backends)::
                          diff:         e = A_0 - lam A_1, beta = S_0 - lam S_1
 
 Backward of the core (the derivation is written out in ``himoe_fast.kernels.da_router``): with
-``G_p,l = <gA_p, f_l> + gS_p,l`` and ``D_p = sum_l S_p,l G_p,l``, ``dphi_p,l = S_p,l (G_p,l - D_p)``;
-the gradient reaching expert ``l`` is ``gf_l = sum_p S_p,l gA_p + dphi/df_l`` and flows back through
-the FFN as usual.
+``G_p,l = <gA_p, f_l> + gS_p,l`` and ``D_p = sum_l S_p,l G_p,l = <gA_p, A_p> + <gS_p, S_p>``,
+``dphi_p,l = S_p,l (G_p,l - D_p)``; the gradient reaching expert ``l`` is
+``gf_l = sum_p S_p,l gA_p + dphi/df_l`` and flows back through the FFN as usual.
+
+torch backend: all experts go through ``bmm`` at once while ``[L, N, h]`` fits in
+:data:`CHUNK_BYTES` (always at the realistic N = 256); beyond that the experts are taken in groups
+(an online softmax across groups in forward; ``D`` from the saved ``A`` makes the groups independent
+in backward), which bounds the working set at large N. Saved for backward: z, S, A.
 """
 
 from __future__ import annotations
@@ -45,7 +51,7 @@ __all__ = ["da_router", "da_router_core", "MODES", "BACKENDS"]
 
 
 # ----------------------------------------------------------------------------------------------
-# torch core: batched over experts with bmm, recompute in backward
+# torch core: experts batched with bmm, recomputed in backward
 # ----------------------------------------------------------------------------------------------
 
 #: Working-set budget of the torch backend: experts are processed in groups whose ``[L_c, N, h]``
@@ -153,7 +159,7 @@ class _TorchCore(torch.autograd.Function):
                 proj = torch.where(norm >= COSINE_EPS, cos, torch.zeros_like(cos)).unsqueeze(-1)
                 gk = khat.mul_(-proj).add_(qh[0]).mul_(c / kn.unsqueeze(-1))  # [L_c, N, r]
                 del khat, norm, kn, cos, proj
-                part = f.reshape(Lc * N, d).t() @ gk.reshape(Lc * N, -1)    # [d, r]
+                part = f.reshape(Lc * N, d).t() @ gk.reshape(Lc * N, gk.shape[-1])  # [d, r]
                 g_wk = part if g_wk is None else g_wk + part
                 gf = torch.matmul(gk, wk[0].t())                            # [L_c, N, d]
                 del gk
@@ -234,8 +240,12 @@ def da_router(z, w1, b1, w2, b2, wq, wk, mode: str, scale=None, lam=None,
     b2 ``[L, d]``; wq, wk ``[P, d, r]`` (``P = 2`` for ``diff`` else 1); scale: 0-d tensor (cosine);
     lam: 0-d tensor (diff; computed by the caller from lambda_q/lambda_k with torch ops).
     Returns (e ``[..., d]``, beta ``[..., L]``), differentiable w.r.t. z, every parameter, scale, lam.
-    backend: ``"torch"`` (batched ops, CPU or GPU) or ``"triton"`` (kernels in
-    ``himoe_fast.kernels.da_router``; CPU tensors need ``TRITON_INTERPRET=1`` set before triton loads).
+    backend: ``"torch"`` (batched ops, CPU or GPU), ``"triton"`` (kernels in
+    ``himoe_fast.kernels.da_router``; on CPU tensors they run under the Triton interpreter, which
+    :func:`himoe_fast.fast.backend.load_kernel_module` switches on if triton's kernels were not yet
+    imported) or ``"auto"`` (Triton for CUDA tensors, torch otherwise).
+    save_hidden (torch backend): keep the ``[L, N, h]`` pre-activation for backward instead of
+    recomputing it (faster, more memory); the Triton kernels always recompute.
     """
     _check(z, w1, b1, w2, b2, wq, wk, mode, scale, lam, backend)
     lead = z.shape[:-1]
