@@ -5,12 +5,14 @@
 // negatives of any pair that involves i, so they cost nothing.
 //
 // Work. The unordered Gram blocks U_i U_j^T (i <= j, M(M+1)/2 of them) are cut into TILE x TILE
-// tiles; within-modality blocks are symmetric, so only tiles tA <= tB are visited. One task = one
-// tile: a BLAS GEMM (MKL sgemm_, or at::addmm_out), then the tile feeds the accumulators of every pair it
-// belongs to:
+// tiles; within-modality blocks are symmetric, so only tiles tA <= tB are visited. Cross blocks
+// (i < j) run over the n_ij tokens present in both modalities (their rows are gathered per tile), as
+// only those count in pair (i, j). One task = one tile: a BLAS GEMM (MKL sgemm_, or at::addmm_out),
+// then the tile feeds the accumulators of every pair it belongs to:
 //   * within-modality tile of i: row a's sums for ALL partners j at once, masked by Mk[b, j]
 //     (E [Ta x Tb] @ Mk_B [Tb x M], a small GEMM), and, for tA != tB, the transposed rows;
-//   * cross tile (i, j): row a of i (partner j) and row b of j (partner i), masked by the pair mask.
+//   * cross tile (i, j): row sums (anchor a of i, partner j) and column sums (anchor b of j,
+//     partner i), unmasked.
 // No 2n x 2n matrix exists: per worker one tile of scratch, plus per-row statistics.
 //
 // Exponentials. "Shared" mode: |u| <= 1, so every logit is <= 1/tau; with the fixed shift 1/tau
@@ -22,7 +24,7 @@
 // Backward. Per-row statistics lse [rows, M] are saved; tiles are recomputed. With
 // R[a, j] = w_ij Mk[a, j] exp(1/tau - lse[a, j]) the coefficient of the similarity u_a . u_b is
 //   within:  C = E o (R_A Mk_B^T + Mk_A R_B^T)    (a rank-2M mask: one small GEMM, inner 2M)
-//   cross:   C = E o (R_A[:, j] Mk_B[:, i]^T + Mk_A[:, j] R_B[:, i]^T)
+//   cross:   C = E o (R_A[:, j] 1^T + 1 R_B[:, i]^T)
 // and grad_A += C U_B / tau, grad_B += C^T U_A / tau (BLAS). Online mode forms C with exp(x - lse).
 //
 // Threads. at::parallel_for over W workers; tasks are assigned statically (longest first to the least
@@ -195,6 +197,10 @@ struct Problem {
   const T* Mk = nullptr;         // [rows, M]
   T inv_tau = 0, shift = 0;
   bool shared = true;
+  // Cross blocks run over the tokens present in BOTH modalities (the only ones that count there):
+  // for pair i < j, the compact rows of its n_ij shared tokens in modality i and in modality j.
+  std::vector<int64_t> poff, pn;        // [M * M] offset into prow_*, n_ij
+  std::vector<int64_t> prow_i, prow_j;  // concatenated over the pairs
 };
 
 struct Task {
@@ -228,10 +234,10 @@ std::vector<Task> make_tasks(const Problem<T>& P, int64_t tile) {
   for (int32_t i = 0; i < P.M; ++i)
     for (int32_t j = i + 1; j < P.M; ++j) {
       if (!P.qual[i * P.M + j]) continue;
-      const int64_t ni = P.off[i + 1] - P.off[i], nj = P.off[j + 1] - P.off[j];
-      for (int64_t a0 = 0; a0 < ni; a0 += tile)
-        for (int64_t b0 = 0; b0 < nj; b0 += tile) {
-          const int64_t a1 = std::min(ni, a0 + tile), b1 = std::min(nj, b0 + tile);
+      const int64_t n = P.pn[i * P.M + j];
+      for (int64_t a0 = 0; a0 < n; a0 += tile)
+        for (int64_t b0 = 0; b0 < n; b0 += tile) {
+          const int64_t a1 = std::min(n, a0 + tile), b1 = std::min(n, b0 + tile);
           tasks.push_back({i, j, a0, a1, b0, b1, (a1 - a0) * (b1 - b0) + 1});
         }
     }
@@ -272,88 +278,127 @@ void run_workers(int64_t W, F&& body) {
   });
 }
 
-// Online log-sum-exp of the masked entries x[k * xs] (mask m[k * ms] != 0, k != skip) merged into
-// the running (mx, s).
+// Online log-sum-exp of the masked entries x[k * xs] (mask m[k * ms] != 0, or all when m is null;
+// k != skip) merged into the running (mx, s).
 template <typename T>
 void online_update(T& mx, T& s, const T* x, int64_t xs, const T* m, int64_t ms, int64_t n, int64_t skip) {
   T tmax = -std::numeric_limits<T>::infinity();
   for (int64_t k = 0; k < n; ++k)
-    if (m[k * ms] != T(0) && k != skip) tmax = std::max(tmax, x[k * xs]);
+    if ((m == nullptr || m[k * ms] != T(0)) && k != skip) tmax = std::max(tmax, x[k * xs]);
   if (tmax == -std::numeric_limits<T>::infinity()) return;
   const T nm = std::max(mx, tmax);
   T acc = (mx == -std::numeric_limits<T>::infinity()) ? T(0) : s * std::exp(mx - nm);
   for (int64_t k = 0; k < n; ++k)
-    if (m[k * ms] != T(0) && k != skip) acc += std::exp(x[k * xs] - nm);
+    if ((m == nullptr || m[k * ms] != T(0)) && k != skip) acc += std::exp(x[k * xs] - nm);
   mx = nm;
   s = acc;
 }
 
 // ---------------------------------------------------------------------------------------------
+// Per-worker scratch.
+template <typename T>
+struct Scratch {
+  std::vector<T> G, K, col, UA, UB, tmp;
+  Scratch(int64_t tile, int64_t d, bool need_k)
+      : G(tile * tile), K(need_k ? tile * tile : 0), col(2 * tile), UA(tile * d), UB(tile * d), tmp(tile * d) {}
+};
+
+// The tile's operands: within-modality tiles read U in place; cross tiles gather the shared tokens'
+// rows (Ta + Tb rows: negligible next to the Ta x Tb x d GEMM).
+template <typename T>
+struct TileRows {
+  const T* UA;
+  const T* UB;
+  const int64_t* RA = nullptr;  // cross tiles: compact row of each tile row / column
+  const int64_t* RB = nullptr;
+  int64_t rA = 0, rB = 0;       // within tiles: first compact row
+};
+
+template <typename T>
+TileRows<T> tile_rows(const Problem<T>& P, const Task& t, Scratch<T>& S) {
+  TileRows<T> r;
+  const int64_t d = P.d;
+  if (t.i == t.j) {
+    r.rA = P.off[t.i] + t.a0;
+    r.rB = P.off[t.j] + t.b0;
+    r.UA = P.U + r.rA * d;
+    r.UB = P.U + r.rB * d;
+    return r;
+  }
+  const int64_t po = P.poff[t.i * P.M + t.j];
+  r.RA = P.prow_i.data() + po + t.a0;
+  r.RB = P.prow_j.data() + po + t.b0;
+  for (int64_t a = 0; a < t.a1 - t.a0; ++a) std::memcpy(S.UA.data() + a * d, P.U + r.RA[a] * d, d * sizeof(T));
+  for (int64_t b = 0; b < t.b1 - t.b0; ++b) std::memcpy(S.UB.data() + b * d, P.U + r.RB[b] * d, d * sizeof(T));
+  r.UA = S.UA.data();
+  r.UB = S.UB.data();
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Forward: per-worker (mx, s) [rows, M]; in shared mode mx is the constant shift and s the sum.
 template <typename T>
-void forward_task(const Problem<T>& P, const Task& t, T* G, T* colbuf, T* mx, T* s) {
+void forward_task(const Problem<T>& P, const Task& t, Scratch<T>& S, T* mx, T* s) {
   const int64_t M = P.M, d = P.d, i = t.i, j = t.j;
   const int64_t Ta = t.a1 - t.a0, Tb = t.b1 - t.b0;
-  const int64_t rA = P.off[i] + t.a0, rB = P.off[j] + t.b0;  // first compact rows of the tile
-  const T* UA = P.U + rA * d;
-  const T* UB = P.U + rB * d;
-  const T* MkA = P.Mk + rA * M;
-  const T* MkB = P.Mk + rB * M;
+  const TileRows<T> R = tile_rows(P, t, S);
+  T* G = S.G.data();
   const bool diag = (i == j && t.a0 == t.b0);
-  rm_gemm<T>(false, true, Ta, Tb, d, T(1), UA, d, UB, d, T(0), G, Tb);  // G = U_A U_B^T
+  rm_gemm<T>(false, true, Ta, Tb, d, T(1), R.UA, d, R.UB, d, T(0), G, Tb);  // G = U_A U_B^T
 
-  if (P.shared) {
-    exp_affine(G, Ta * Tb, P.inv_tau, P.shift);  // E = exp(G / tau - 1 / tau)
-    if (diag)
-      for (int64_t a = 0; a < Ta; ++a) G[a * Tb + a] = T(0);
-    if (i == j) {
-      rm_gemm<T>(false, false, Ta, M, Tb, T(1), G, Tb, MkB, M, T(1), s + rA * M, M);
-      if (!diag) rm_gemm<T>(true, false, Tb, M, Ta, T(1), G, Tb, MkA, M, T(1), s + rB * M, M);
-    } else {
-      T* mkB = colbuf;        // Mk_B[:, i]
-      T* colsum = colbuf + Tb;
-      for (int64_t b = 0; b < Tb; ++b) {
-        mkB[b] = MkB[b * M + i];
-        colsum[b] = T(0);
-      }
-      for (int64_t a = 0; a < Ta; ++a) {
-        s[(rA + a) * M + j] += dot(G + a * Tb, mkB, Tb);
-        const T ma = MkA[a * M + j];
-        if (ma != T(0)) axpy(colsum, G + a * Tb, ma, Tb);
-      }
-      for (int64_t b = 0; b < Tb; ++b) s[(rB + b) * M + i] += colsum[b];
-    }
-    return;
-  }
-
-  // Online mode: logits x = G / tau, per (row, partner) running max and sum.
-  for (int64_t k = 0; k < Ta * Tb; ++k) G[k] *= P.inv_tau;
   if (i == j) {
+    const T* MkA = P.Mk + R.rA * M;
+    const T* MkB = P.Mk + R.rB * M;
+    if (P.shared) {
+      exp_affine(G, Ta * Tb, P.inv_tau, P.shift);  // E = exp(G / tau - 1 / tau)
+      if (diag)
+        for (int64_t a = 0; a < Ta; ++a) G[a * Tb + a] = T(0);
+      // row sums of every partner j at once: s_A += E Mk_B, s_B += E^T Mk_A
+      rm_gemm<T>(false, false, Ta, M, Tb, T(1), G, Tb, MkB, M, T(1), s + R.rA * M, M);
+      if (!diag) rm_gemm<T>(true, false, Tb, M, Ta, T(1), G, Tb, MkA, M, T(1), s + R.rB * M, M);
+      return;
+    }
+    for (int64_t k = 0; k < Ta * Tb; ++k) G[k] *= P.inv_tau;  // online mode: logits
     for (int64_t jj = 0; jj < M; ++jj) {
       if (!P.qual[i * M + jj]) continue;
       for (int64_t a = 0; a < Ta; ++a) {
         if (MkA[a * M + jj] == T(0)) continue;
-        const int64_t r = (rA + a) * M + jj;
+        const int64_t r = (R.rA + a) * M + jj;
         online_update(mx[r], s[r], G + a * Tb, 1, MkB + jj, M, Tb, diag ? a : -1);
       }
       if (diag) continue;
       for (int64_t b = 0; b < Tb; ++b) {
         if (MkB[b * M + jj] == T(0)) continue;
-        const int64_t r = (rB + b) * M + jj;
+        const int64_t r = (R.rB + b) * M + jj;
         online_update(mx[r], s[r], G + b, Tb, MkA + jj, M, Ta, -1);
       }
     }
-  } else {
+    return;
+  }
+
+  // Cross tile of pair (i, j): every row and column is a shared token, no mask.
+  if (P.shared) {
+    exp_affine(G, Ta * Tb, P.inv_tau, P.shift);
+    T* colsum = S.col.data();
+    std::fill(colsum, colsum + Tb, T(0));
     for (int64_t a = 0; a < Ta; ++a) {
-      if (MkA[a * M + j] == T(0)) continue;
-      const int64_t r = (rA + a) * M + j;
-      online_update(mx[r], s[r], G + a * Tb, 1, MkB + i, M, Tb, -1);
+      T rs = 0;
+      const T* row = G + a * Tb;
+      for (int64_t b = 0; b < Tb; ++b) rs += row[b];
+      s[R.RA[a] * M + j] += rs;
+      axpy(colsum, row, T(1), Tb);
     }
-    for (int64_t b = 0; b < Tb; ++b) {
-      if (MkB[b * M + i] == T(0)) continue;
-      const int64_t r = (rB + b) * M + i;
-      online_update(mx[r], s[r], G + b, Tb, MkA + j, M, Ta, -1);
-    }
+    for (int64_t b = 0; b < Tb; ++b) s[R.RB[b] * M + i] += colsum[b];
+    return;
+  }
+  for (int64_t k = 0; k < Ta * Tb; ++k) G[k] *= P.inv_tau;
+  for (int64_t a = 0; a < Ta; ++a) {
+    const int64_t r = R.RA[a] * M + j;
+    online_update<T>(mx[r], s[r], G + a * Tb, 1, nullptr, 0, Tb, -1);
+  }
+  for (int64_t b = 0; b < Tb; ++b) {
+    const int64_t r = R.RB[b] * M + i;
+    online_update<T>(mx[r], s[r], G + b, Tb, nullptr, 0, Ta, -1);
   }
 }
 
@@ -362,55 +407,68 @@ void forward_task(const Problem<T>& P, const Task& t, T* G, T* colbuf, T* mx, T*
 // RM = [R | Mk], MR = [Mk | R] (each [rows, 2M]) in shared mode; lse [rows, M], w [M, M] in online mode.
 template <typename T>
 void backward_task(const Problem<T>& P, const Task& t, const T* RM, const T* MR, const T* lse, const T* w,
-                   T* G, T* K, T* colbuf, T* g) {
+                   Scratch<T>& S, T* g) {
   const int64_t M = P.M, d = P.d, i = t.i, j = t.j;
   const int64_t Ta = t.a1 - t.a0, Tb = t.b1 - t.b0;
-  const int64_t rA = P.off[i] + t.a0, rB = P.off[j] + t.b0;
-  const T* UA = P.U + rA * d;
-  const T* UB = P.U + rB * d;
-  const T* MkA = P.Mk + rA * M;
-  const T* MkB = P.Mk + rB * M;
+  const TileRows<T> R = tile_rows(P, t, S);
+  T* G = S.G.data();
   const bool diag = (i == j && t.a0 == t.b0);
-  rm_gemm<T>(false, true, Ta, Tb, d, T(1), UA, d, UB, d, T(0), G, Tb);
+  rm_gemm<T>(false, true, Ta, Tb, d, T(1), R.UA, d, R.UB, d, T(0), G, Tb);
 
-  if (P.shared) {
-    if (i == j) {
+  if (i == j) {
+    const T* MkA = P.Mk + R.rA * M;
+    const T* MkB = P.Mk + R.rB * M;
+    if (P.shared) {
       // K = [R_A | Mk_A] [Mk_B | R_B]^T = R_A Mk_B^T + Mk_A R_B^T ; C = E o K
-      rm_gemm<T>(false, true, Ta, Tb, 2 * M, T(1), RM + rA * 2 * M, 2 * M, MR + rB * 2 * M, 2 * M, T(0), K, Tb);
+      T* K = S.K.data();
+      rm_gemm<T>(false, true, Ta, Tb, 2 * M, T(1), RM + R.rA * 2 * M, 2 * M, MR + R.rB * 2 * M, 2 * M, T(0), K, Tb);
       exp_affine_mul(G, K, Ta * Tb, P.inv_tau, P.shift);
     } else {
-      T* mB = colbuf;
-      T* rBv = colbuf + Tb;
-      for (int64_t b = 0; b < Tb; ++b) {
-        mB[b] = MkB[b * M + i];
-        rBv[b] = RM[(rB + b) * 2 * M + i];
-      }
+      const T* LA = lse + R.rA * M;
+      const T* LB = lse + R.rB * M;
       for (int64_t a = 0; a < Ta; ++a)
-        exp_affine_rank2(G + a * Tb, mB, rBv, Tb, P.inv_tau, P.shift, RM[(rA + a) * 2 * M + j], MkA[a * M + j]);
+        for (int64_t b = 0; b < Tb; ++b) {
+          const T x = G[a * Tb + b] * P.inv_tau;
+          T c = 0;
+          for (int64_t jj = 0; jj < M; ++jj)
+            if (MkA[a * M + jj] != T(0) && MkB[b * M + jj] != T(0))
+              c += w[i * M + jj] * (std::exp(x - LA[a * M + jj]) + std::exp(x - LB[b * M + jj]));
+          G[a * Tb + b] = c;
+        }
     }
-  } else {
-    const T* LA = lse + rA * M;
-    const T* LB = lse + rB * M;
+    if (diag)
+      for (int64_t a = 0; a < Ta; ++a) G[a * Tb + a] = T(0);
+    // g_A += C U_B / tau ; g_B += C^T U_A / tau  (the diagonal tile's C already holds both directions)
+    rm_gemm<T>(false, false, Ta, d, Tb, P.inv_tau, G, Tb, R.UB, d, T(1), g + R.rA * d, d);
+    if (!diag) rm_gemm<T>(true, false, Tb, d, Ta, P.inv_tau, G, Tb, R.UA, d, T(1), g + R.rB * d, d);
+    return;
+  }
+
+  // Cross tile: C[a, b] = E[a, b] (R[RA[a], j] + R[RB[b], i])  (shared mode; all masks are 1 here)
+  if (P.shared) {
+    T* ones = S.col.data();
+    T* rB = S.col.data() + Tb;
+    for (int64_t b = 0; b < Tb; ++b) {
+      ones[b] = T(1);
+      rB[b] = RM[R.RB[b] * 2 * M + i];
+    }
     for (int64_t a = 0; a < Ta; ++a)
+      exp_affine_rank2(G + a * Tb, ones, rB, Tb, P.inv_tau, P.shift, RM[R.RA[a] * 2 * M + j], T(1));
+  } else {
+    const T wij = w[i * M + j];
+    for (int64_t a = 0; a < Ta; ++a) {
+      const T la = lse[R.RA[a] * M + j];
       for (int64_t b = 0; b < Tb; ++b) {
         const T x = G[a * Tb + b] * P.inv_tau;
-        T c = 0;
-        if (i == j) {
-          for (int64_t jj = 0; jj < M; ++jj) {
-            const T mm = MkA[a * M + jj] * MkB[b * M + jj];
-            if (mm != T(0)) c += w[i * M + jj] * (std::exp(x - LA[a * M + jj]) + std::exp(x - LB[b * M + jj]));
-          }
-        } else if (MkA[a * M + j] != T(0) && MkB[b * M + i] != T(0)) {
-          c = w[i * M + j] * (std::exp(x - LA[a * M + j]) + std::exp(x - LB[b * M + i]));
-        }
-        G[a * Tb + b] = c;
+        G[a * Tb + b] = wij * (std::exp(x - la) + std::exp(x - lse[R.RB[b] * M + i]));
       }
+    }
   }
-  if (diag)
-    for (int64_t a = 0; a < Ta; ++a) G[a * Tb + a] = T(0);
-  // g_A += C U_B / tau ; g_B += C^T U_A / tau  (the diagonal tile's C already holds both directions)
-  rm_gemm<T>(false, false, Ta, d, Tb, P.inv_tau, G, Tb, UB, d, T(1), g + rA * d, d);
-  if (!diag) rm_gemm<T>(true, false, Tb, d, Ta, P.inv_tau, G, Tb, UA, d, T(1), g + rB * d, d);
+  T* tmp = S.tmp.data();
+  rm_gemm<T>(false, false, Ta, d, Tb, P.inv_tau, G, Tb, R.UB, d, T(0), tmp, d);  // C U_B / tau
+  for (int64_t a = 0; a < Ta; ++a) axpy(g + R.RA[a] * d, tmp + a * d, T(1), d);
+  rm_gemm<T>(true, false, Tb, d, Ta, P.inv_tau, G, Tb, R.UA, d, T(0), tmp, d);   // C^T U_A / tau
+  for (int64_t b = 0; b < Tb; ++b) axpy(g + R.RB[b] * d, tmp + b * d, T(1), d);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -446,7 +504,7 @@ at::Tensor scatter_rows(const at::Tensor& rows, const Compaction& c, int64_t N) 
 
 template <typename T>
 Problem<T> make_problem(const at::Tensor& Uc, const at::Tensor& Mkc, const at::Tensor& w, const Compaction& c,
-                        double temperature) {
+                        int64_t N, double temperature) {
   Problem<T> P;
   P.M = w.size(0);
   P.d = Uc.size(1);
@@ -459,6 +517,26 @@ Problem<T> make_problem(const at::Tensor& Uc, const at::Tensor& Mkc, const at::T
   P.active.assign(P.M, 0);
   for (int64_t i = 0; i < P.M; ++i)
     for (int64_t j = 0; j < P.M; ++j) P.active[i] |= P.qual[i * P.M + j];
+  // token -> compact row per modality, then the shared tokens of every qualifying pair
+  std::vector<int64_t> row_of(P.M * N, -1);
+  for (int64_t i = 0; i < P.M; ++i) {
+    const at::Tensor idx = c.idx[i].contiguous();
+    const int64_t* ix = idx.data_ptr<int64_t>();
+    for (int64_t k = 0; k < idx.numel(); ++k) row_of[i * N + ix[k]] = c.off[i] + k;
+  }
+  P.poff.assign(P.M * P.M, 0);
+  P.pn.assign(P.M * P.M, 0);
+  for (int64_t i = 0; i < P.M; ++i)
+    for (int64_t j = i + 1; j < P.M; ++j) {
+      if (!P.qual[i * P.M + j]) continue;
+      P.poff[i * P.M + j] = static_cast<int64_t>(P.prow_i.size());
+      for (int64_t tok = 0; tok < N; ++tok)
+        if (row_of[i * N + tok] >= 0 && row_of[j * N + tok] >= 0) {
+          P.prow_i.push_back(row_of[i * N + tok]);
+          P.prow_j.push_back(row_of[j * N + tok]);
+        }
+      P.pn[i * P.M + j] = static_cast<int64_t>(P.prow_i.size()) - P.poff[i * P.M + j];
+    }
   P.inv_tau = static_cast<T>(1.0 / temperature);
   P.shared = shared_shift_ok(Uc.scalar_type(), temperature);
   P.shift = P.shared ? P.inv_tau : T(0);
@@ -470,7 +548,7 @@ at::Tensor lse_impl(const Prep& prep, const at::Tensor& present, double temperat
   const int64_t M = prep.u.size(0), N = prep.u.size(1);
   const Compaction c = compact_index(present);
   const at::Tensor Uc = gather_rows(prep.u, c), Mkc = gather_rows(prep.mk, c);
-  const Problem<T> P = make_problem<T>(Uc, Mkc, prep.w, c, temperature);
+  const Problem<T> P = make_problem<T>(Uc, Mkc, prep.w, c, N, temperature);
   const int64_t tile = tile_size();
   const std::vector<Task> tasks = make_tasks(P, tile);
   const int64_t W = n_workers(static_cast<int64_t>(tasks.size()), 2 * P.rows * M * int64_t(sizeof(T)));
@@ -478,10 +556,10 @@ at::Tensor lse_impl(const Prep& prep, const at::Tensor& present, double temperat
   const T ninf = -std::numeric_limits<T>::infinity();
   std::vector<T> mx(W * P.rows * M, P.shared ? P.shift : ninf), s(W * P.rows * M, T(0));
   run_workers(W, [&](int64_t w) {
-    std::vector<T> G(tile * tile), colbuf(2 * tile);
+    Scratch<T> S(tile, P.d, false);
     T* mxw = mx.data() + w * P.rows * M;
     T* sw = s.data() + w * P.rows * M;
-    for (int64_t k : per[w]) forward_task(P, tasks[k], G.data(), colbuf.data(), mxw, sw);
+    for (int64_t k : per[w]) forward_task(P, tasks[k], S, mxw, sw);
   });
   // Merge the workers' (max, sum) in a fixed order; lse = max + log(sum) where the mask is set.
   at::Tensor Lc = at::zeros({P.rows, M}, Uc.options());
@@ -507,7 +585,7 @@ at::Tensor grad_impl(const Prep& prep, const at::Tensor& present, const at::Tens
   const Compaction c = compact_index(present);
   const at::Tensor Uc = gather_rows(prep.u, c), Mkc = gather_rows(prep.mk, c);
   const at::Tensor Lc = gather_rows(lse.to(prep.u.scalar_type()), c);
-  const Problem<T> P = make_problem<T>(Uc, Mkc, prep.w, c, temperature);
+  const Problem<T> P = make_problem<T>(Uc, Mkc, prep.w, c, N, temperature);
   const at::Tensor wc = prep.w.contiguous();
   at::Tensor RM, MR;
   if (P.shared) {  // R = w_ij Mk exp(1/tau - lse), [M, N, M] -> compact rows
@@ -524,10 +602,10 @@ at::Tensor grad_impl(const Prep& prep, const at::Tensor& present, const at::Tens
   const auto per = assign(tasks, W);
   std::vector<T> gbuf(W * P.rows * d, T(0));
   run_workers(W, [&](int64_t w) {
-    std::vector<T> G(tile * tile), K(P.shared ? tile * tile : 0), colbuf(2 * tile);
+    Scratch<T> S(tile, d, P.shared);
     for (int64_t k : per[w])
       backward_task(P, tasks[k], P.shared ? RM.data_ptr<T>() : nullptr, P.shared ? MR.data_ptr<T>() : nullptr,
-                    Lc.data_ptr<T>(), wc.data_ptr<T>(), G.data(), K.data(), colbuf.data(), gbuf.data() + w * P.rows * d);
+                    Lc.data_ptr<T>(), wc.data_ptr<T>(), S, gbuf.data() + w * P.rows * d);
   });
   at::Tensor gc = at::empty({P.rows, d}, Uc.options());
   T* out = gc.data_ptr<T>();
