@@ -72,22 +72,80 @@ def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return F.dropout(x, p, training) if training and p > 0 else x
 
 
+def _toeplitz_index(k: int, pad: int, s_in: int, s_out: int, device) -> torch.Tensor:
+    """``idx[i, s] = i - s + pad`` where that is a valid tap of a length-``k`` filter, else ``k``."""
+    idx = torch.arange(s_in, device=device)[:, None] - torch.arange(s_out, device=device)[None, :] + pad
+    return torch.where((idx >= 0) & (idx < k), idx, torch.full_like(idx, k))
+
+
+class ToeplitzDepthwiseConv(torch.autograd.Function):
+    """Depthwise 'same' conv1d as one batched GEMM: ``out[c] = y[c] @ T_c``.
+
+    y: ``[C, N, S]`` (channel-major; any strides with a unit last stride), w: ``[C, k]`` (odd ``k``)
+    -> ``[C, N, S]``, where ``T_c[i, s] = w[c, i - s + k//2]`` (zero outside the filter) is the
+    ``[S, S]`` Toeplitz matrix of channel ``c``'s filter, zero padding included. For the short windows
+    here (``S`` ~ 4 k) the GEMM runs far faster than oneDNN's depthwise conv with a long kernel.
+    Backward: ``dy = dout @ T^T``; ``dT = y^T @ dout`` and ``dw[c, j] = sum_{i - s + k//2 = j} dT[c, i, s]``.
+    """
+
+    @staticmethod
+    def forward(ctx, y, w):
+        C, N, S = y.shape
+        k = w.shape[1]
+        idx = _toeplitz_index(k, k // 2, S, S, y.device).reshape(-1)                 # [S*S]
+        w_ext = torch.cat([w, w.new_zeros(C, 1)], dim=1)                             # [C, k+1]
+        T = w_ext.index_select(1, idx).view(C, S, S)
+        ctx.save_for_backward(y, T, idx)
+        ctx.k = k
+        return torch.bmm(y, T)
+
+    @staticmethod
+    def backward(ctx, dout):
+        y, T, idx = ctx.saved_tensors
+        C, N, S = y.shape
+        dy = dw = None
+        if ctx.needs_input_grad[0]:
+            dy = torch.bmm(dout, T.transpose(1, 2))
+        if ctx.needs_input_grad[1]:
+            dT = torch.bmm(y.transpose(1, 2), dout)                                  # [C, S, S]
+            dw = dT.new_zeros(C, ctx.k + 1).index_add_(1, idx, dT.reshape(C, S * S))[:, :ctx.k]
+        return dy, dw
+
+
+def depthwise_conv_cm(y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Depthwise 'same' conv on channel-major ``y [C, N, S]`` with filters ``w [C, k]`` (odd k)."""
+    S, k = y.shape[-1], w.shape[-1]
+    if S <= TOEPLITZ_MAX_S:
+        return ToeplitzDepthwiseConv.apply(y, w)
+    out = F.conv1d(y.transpose(0, 1), w.unsqueeze(1), padding=k // 2, groups=w.shape[0])   # long windows
+    return out.transpose(0, 1)
+
+
+#: longest window (samples) for which the Toeplitz-GEMM depthwise conv is used (its work grows as S^2)
+TOEPLITZ_MAX_S = 1024
+
+
 def eeg_forward(net, x: torch.Tensor) -> torch.Tensor:
-    """Reassociated EEGNet. net: :class:`EEGEncoder`; x ``[N, C, S]`` -> ``[N, d]``."""
-    F1, D = net.F1, net.D
+    """Reassociated EEGNet. net: :class:`EEGEncoder`; x ``[N, C, S]`` -> ``[N, d]``.
+
+    Runs channel-major (``[channels, N, time]``) so that every depthwise conv is one batched GEMM.
+    """
+    F1, D, F2 = net.F1, net.D, net.F2
     p = net.drop.p
-    k_t = net.k_t
-    ws = net.spatial.weight.reshape(F1 * D, -1)                      # [F1*D, C]
-    wt = net.temporal.weight.reshape(F1, 1, k_t).repeat_interleave(D, dim=0)   # [F1*D, 1, k_t]
-    y = torch.matmul(ws, x)                                          # [N, F1*D, S]  spatial mix first
-    y = F.conv1d(y, wt, padding=k_t // 2, groups=F1 * D)             # depthwise temporal conv
-    y = F.avg_pool1d(F.elu(y), net.p1)                               # [N, 16, S/p1]
+    N = x.shape[0]
+    ws = net.spatial.weight.reshape(F1 * D, -1)                              # [F1*D, C]
+    wt = net.temporal.weight.reshape(F1, net.k_t).repeat_interleave(D, dim=0)   # [F1*D, k_t]
+    y = torch.matmul(ws, x).transpose(0, 1)                                  # [16, N, S]  spatial mix first
+    y = depthwise_conv_cm(y, wt)                                             # temporal conv, per channel
+    y = F.avg_pool1d(F.elu(y), net.p1)                                       # [16, N, S/p1]
     y = _dropout(y, p, net.training)
-    y = F.conv1d(y, net.depthwise.weight.squeeze(2), padding=net.k_s // 2, groups=F1 * D)
-    y = torch.matmul(net.pointwise.weight.reshape(net.F2, F1 * D), y)   # [N, F2, S/p1]
-    y = F.adaptive_avg_pool1d(F.elu(y), net.POOL_OUT)                # [N, F2, 8]
+    y = depthwise_conv_cm(y, net.depthwise.weight.reshape(F1 * D, net.k_s))  # separable: depthwise
+    s1 = y.shape[-1]
+    y = torch.mm(net.pointwise.weight.reshape(F2, F1 * D), y.reshape(F1 * D, N * s1)).view(F2, N, s1)
+    y = F.adaptive_avg_pool1d(F.elu(y), net.POOL_OUT)                        # [F2, N, 8]
     y = _dropout(y, p, net.training)
-    return F.layer_norm(F.linear(y.flatten(1), net.proj.weight, net.proj.bias), net.norm.normalized_shape,
+    flat = y.transpose(0, 1).reshape(N, F2 * net.POOL_OUT)                   # reference flatten order (f, t)
+    return F.layer_norm(F.linear(flat, net.proj.weight, net.proj.bias), net.norm.normalized_shape,
                         net.norm.weight, net.norm.bias, net.norm.eps)
 
 
@@ -96,32 +154,58 @@ def features_forward(net, x: torch.Tensor) -> torch.Tensor:
     return net(x)
 
 
+def _pool_last(h: torch.Tensor, p: int) -> torch.Tensor:
+    """``AvgPool1d(p)`` (floor mode) over dim 1 of a time-major ``[N, L, C]`` tensor -> ``[N, L // p, C]``."""
+    N, L, C = h.shape
+    L1 = L // p
+    if L1 * p != L:
+        h = h[:, : L1 * p]
+    return h.reshape(N, L1, p, C).mean(2)
+
+
+def _adaptive_pool_last(h: torch.Tensor, out: int) -> torch.Tensor:
+    """``AdaptiveAvgPool1d(out)`` over dim 1 of ``[N, L, C]`` -> ``[N, out, C]``."""
+    N, L, C = h.shape
+    if L % out == 0:
+        return h.reshape(N, out, L // out, C).mean(2)
+    return F.adaptive_avg_pool1d(h.transpose(1, 2), out).transpose(1, 2)
+
+
+def _conv_cl(h_nlc: torch.Tensor, w: torch.Tensor, b: torch.Tensor, pad: int, groups: int) -> torch.Tensor:
+    """Grouped 'same' conv1d on a time-major ``[N, L, Cin]`` tensor, as a channels-last conv2d
+    (oneDNN's fast path for few channels) -> time-major ``[N, L, Cout]``."""
+    x4 = h_nlc.transpose(1, 2).unsqueeze(2)                                  # [N, Cin, 1, L] (NHWC memory)
+    x4 = x4.contiguous(memory_format=torch.channels_last)                   # no copy when already NHWC
+    y = F.conv2d(x4, w.unsqueeze(2), b, padding=(0, pad), groups=groups)    # [N, Cout, 1, L] channels-last
+    return y.squeeze(2).transpose(1, 2)                                      # [N, L, Cout] view
+
+
 def signal_group_forward(nets: list, grp: SignalGroup, xs: list[torch.Tensor], training: bool) -> torch.Tensor:
-    """G same-shape signal encoders as one grouped conv stack.
+    """G same-shape signal encoders as one grouped conv stack, time-major (channels-last) throughout.
 
     nets: the G :class:`SignalEncoder` modules; xs: G inputs ``[N, C_g, S]`` -> ``[G, N, d]``.
     """
     G, cmax = len(nets), grp.cmax
     n0 = nets[0]
     N, S = xs[0].shape[0], xs[0].shape[-1]
-    if all(c == cmax for c in grp.channels):
-        xin = torch.cat(xs, dim=1) if G > 1 else xs[0]               # [N, G*cmax, S]
-        w1 = torch.cat([n.conv1.weight for n in nets], 0) if G > 1 else n0.conv1.weight
-    else:
-        xin = torch.cat([F.pad(x, (0, 0, 0, cmax - x.shape[1])) for x in xs], dim=1)
-        w1 = torch.cat([F.pad(n.conv1.weight, (0, 0, 0, cmax - n.conv1.weight.shape[1])) for n in nets], 0)
-    b1 = torch.cat([n.conv1.bias for n in nets]) if G > 1 else n0.conv1.bias
-    h = F.gelu(F.conv1d(xin, w1, b1, padding=n0.k1 // 2, groups=G))      # [N, G*16, S]
-    h = F.avg_pool1d(h, n0.p)                                         # [N, G*16, S/p]
-    w2 = torch.cat([n.conv2.weight for n in nets], 0) if G > 1 else n0.conv2.weight
-    b2 = torch.cat([n.conv2.bias for n in nets]) if G > 1 else n0.conv2.bias
-    h = F.adaptive_avg_pool1d(F.gelu(F.conv1d(h, w2, b2, padding=2, groups=G)), n0.POOL_OUT)  # [N, G*32, 4]
+
+    def cat(ts, dim=0):
+        return torch.cat(ts, dim) if len(ts) > 1 else ts[0]
+
+    xin = cat([x if x.shape[1] == cmax else F.pad(x, (0, 0, 0, cmax - x.shape[1])) for x in xs], 1)  # [N, G*cmax, S]
+    w1 = cat([n.conv1.weight if n.conv1.weight.shape[1] == cmax else
+              F.pad(n.conv1.weight, (0, 0, 0, cmax - n.conv1.weight.shape[1])) for n in nets])      # [G*16, cmax, k1]
+    h = _conv_cl(xin.transpose(1, 2), w1, cat([n.conv1.bias for n in nets]), n0.k1 // 2, G)       # [N, S, G*16]
+    h = _pool_last(F.gelu(h), n0.p)                                                                # [N, S/p, G*16]
+    h = _conv_cl(h, cat([n.conv2.weight for n in nets]), cat([n.conv2.bias for n in nets]), 2, G)  # [N, S/p, G*32]
+    h = _adaptive_pool_last(F.gelu(h), n0.POOL_OUT)                                               # [N, 4, G*32]
     h = _dropout(h, n0.drop.p, training)
-    f = n0.C2 * n0.POOL_OUT
-    hg = h.reshape(N, G, f).transpose(0, 1)                           # [G, N, 128]
-    wp = torch.stack([n.proj.weight for n in nets])                   # [G, d, 128]
-    bp = torch.stack([n.proj.bias for n in nets])                     # [G, d]
-    y = torch.baddbmm(bp.unsqueeze(1), hg, wp.transpose(1, 2))        # [G, N, d]
+    P, C2 = n0.POOL_OUT, n0.C2
+    hg = h.reshape(N, P, G, C2).permute(2, 0, 1, 3).reshape(G, N, P * C2)   # [G, N, (t, c)]
+    # the reference flattens (c, t): permute the projection weights' columns instead of the data
+    wp = torch.stack([n.proj.weight for n in nets]).view(G, -1, C2, P).transpose(2, 3).reshape(G, -1, P * C2)
+    bp = torch.stack([n.proj.bias for n in nets])                                                   # [G, d]
+    y = torch.baddbmm(bp.unsqueeze(1), hg, wp.transpose(1, 2))                                      # [G, N, d]
     gamma = torch.stack([n.norm.weight for n in nets]).unsqueeze(1)
     beta = torch.stack([n.norm.bias for n in nets]).unsqueeze(1)
     return torch.addcmul(beta, F.layer_norm(y, y.shape[-1:], eps=n0.norm.eps), gamma)
