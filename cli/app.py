@@ -1,7 +1,8 @@
 """``himoe-fast``: train, eval, robustness, bench, parity, synth, doctor.
 
 Commands live in one module per area and register themselves on :data:`app`:
-``train_cmds`` (train, eval, robustness, synth, doctor) and ``fast_cmds`` (bench, parity).
+``train_cmds`` (train, eval, robustness, synth, doctor), ``experiment_cmds`` (ablate, plots) and
+``fast_cmds`` (bench, parity).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 
 def _register() -> None:
-    from . import fast_cmds, train_cmds
+    from . import experiment_cmds, fast_cmds, train_cmds
 
     train_cmds.register(app)
+    experiment_cmds.register(app)
     fast_cmds.register(app)
 
 
@@ -23,7 +25,9 @@ _register()
 
 
 def main() -> None:
-    app()
+    from .common import main_with_clean_errors
+
+    main_with_clean_errors(app)
 
 
 if __name__ == "__main__":

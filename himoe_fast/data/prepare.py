@@ -270,7 +270,7 @@ def _progress(enabled: bool, total: int, description: str) -> Iterator:
 
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
-                  disable=not enabled, transient=False) as bar:
+                  disable=not enabled, transient=True) as bar:   # gone when done or failed: errors stay one line
         task = bar.add_task(description, total=total)
 
         def advance(label: str | None = None) -> None:

@@ -1,0 +1,62 @@
+"""Analyses of trained models: routing weights per presence pattern (Fig. 4a), trajectories (Fig. 2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+@torch.no_grad()
+def routing_by_pattern(model, data, indices: np.ndarray, *, missing_rate: float = 0.3, seed: int = 0,
+                       batch_size: int = 64, min_count: int = 1) -> tuple[list[str], np.ndarray, list[int]]:
+    """Mean modality-bank gates ``alpha`` per modality-presence pattern.
+
+    Runs ``model`` on the sequences ``indices`` with simulated missing modalities (evaluation masks
+    of ``seed``), groups every window by its presence bit string (modality order, '1' = present)
+    and averages ``alpha [M, K]`` within each group. Returns ``(patterns, weights [P, M, K], counts)``
+    sorted by frequency.
+    """
+    from .data import make_loader
+
+    model.eval()
+    loader = make_loader(data, np.asarray(indices), batch_size, shuffle=False, missing_rate=missing_rate,
+                         seed=seed, train=False)
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    for inputs, present, _, _ in loader:
+        out = model(inputs, present, compute_alignment=False)
+        gates = out.modality_gates.reshape(-1, *out.modality_gates.shape[-2:]).numpy()
+        bits = present.reshape(-1, present.shape[-1]).numpy()
+        keys = ["".join("1" if b else "0" for b in row) for row in bits]
+        for key, g in zip(keys, gates):
+            sums[key] = sums.get(key, 0.0) + g
+            counts[key] = counts.get(key, 0) + 1
+    order = sorted((k for k in counts if counts[k] >= min_count), key=lambda k: (-counts[k], k))
+    if not order:
+        raise ValueError("no windows to analyse")
+    return order, np.stack([sums[k] / counts[k] for k in order]), [counts[k] for k in order]
+
+
+def subject_trajectory(predictions: str | Path, subject: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Test windows of one subject in time order from a fold's ``predictions.npz``.
+
+    Returns ``(pred [n, n_targets], true [n, n_targets], subject)``; sequences are ordered by trial
+    and start window, and masked labels are dropped.
+    """
+    z = np.load(predictions)
+    subjects = z["subject"]
+    if subjects.size == 0:
+        raise ValueError(f"{predictions}: no test sequences")
+    if subject is None:
+        subject = int(np.bincount(subjects).argmax())
+    pick = np.flatnonzero(subjects == subject)
+    if pick.size == 0:
+        raise ValueError(f"{predictions}: subject {subject} has no test sequences")
+    pick = pick[np.lexsort((z["sequences"][pick], z["trial"][pick]))]
+    n_t = z["pred"].shape[-1]
+    pred = z["pred"][pick].reshape(-1, n_t)
+    true = z["labels"][pick].reshape(-1, n_t)
+    keep = z["label_mask"][pick].reshape(-1, n_t).all(axis=1)
+    return pred[keep], true[keep], subject

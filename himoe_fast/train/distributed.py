@@ -1,0 +1,145 @@
+"""Multi-process training through ``torch.distributed``.
+
+Three ways in:
+
+* ``--gpus N``: :func:`spawn` starts N processes, one per GPU, NCCL backend, ``DistributedDataParallel``.
+* ``--procs N``: the same on CPU with the gloo backend (each process gets ``cores / N`` threads).
+* launched by ``torchrun`` (``RANK`` / ``WORLD_SIZE`` set): :func:`context_from_env` joins that group
+  instead -- this is how it runs across nodes.
+
+Failure handling: :func:`spawn` uses ``torch.multiprocessing.start_processes(join=True)``, which kills
+the surviving ranks as soon as one exits with an error and re-raises in the parent, so a crashed rank
+never leaves the others hanging in a collective (``torchrun`` does the same for its workers).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+
+#: Collective timeout. Ranks only wait on each other around per-epoch validation and checkpointing.
+DEFAULT_TIMEOUT = datetime.timedelta(minutes=10)
+
+
+class DistributedError(RuntimeError):
+    """A rank failed, or the requested world cannot be started."""
+
+
+@dataclass
+class DistContext:
+    """Where this process runs. ``world_size == 1`` means no process group is used."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1 and dist.is_available() and dist.is_initialized()
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        if not self.distributed:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def broadcast_object(self, obj: Any) -> Any:
+        if not self.distributed:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def check_gpus(n: int) -> None:
+    """Raise ``DistributedError`` (one line) if fewer than ``n`` GPUs are visible."""
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if n > visible:
+        raise DistributedError(f"--gpus {n} asked for {n} GPU(s) but {visible} {'is' if visible == 1 else 'are'} visible")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _device_for(use_cuda: bool, local_rank: int) -> torch.device:
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def init_group(rank: int, world_size: int, use_cuda: bool, local_rank: int | None = None) -> DistContext:
+    """Join (or create) the default process group and pick this rank's device."""
+    local_rank = rank if local_rank is None else local_rank
+    device = _device_for(use_cuda, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world_size,
+                                timeout=DEFAULT_TIMEOUT)
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def context_from_env(use_cuda: bool) -> DistContext:
+    """For processes started by torchrun: read RANK / WORLD_SIZE / LOCAL_RANK and join the group."""
+    rank = int(os.environ["RANK"])
+    world = int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    return init_group(rank, world, use_cuda, local)
+
+
+def single_process_context(use_cuda: bool) -> DistContext:
+    return DistContext(device=torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu"))
+
+
+def _entry(rank: int, fn: Callable[..., Any], world_size: int, use_cuda: bool, threads: int, args: tuple) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    torch.set_num_threads(threads)
+    ctx = init_group(rank, world_size, use_cuda)
+    try:
+        fn(ctx, *args)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def spawn(fn: Callable[..., Any], world_size: int, use_cuda: bool, args: tuple = ()) -> None:
+    """Run ``fn(ctx, *args)`` in ``world_size`` fresh processes (rank = process index).
+
+    ``fn`` must be a module-level function (it is pickled into the children). Raises
+    :class:`DistributedError` naming the failed rank if any process fails; the others are killed.
+    """
+    import torch.multiprocessing as mp
+
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ["MASTER_PORT"] = str(free_port())
+    threads = max(1, (os.cpu_count() or 1) // world_size) if not use_cuda else max(1, torch.get_num_threads())
+    try:
+        mp.start_processes(_entry, args=(fn, world_size, use_cuda, threads, args), nprocs=world_size,
+                           join=True, start_method="spawn")
+    except mp.ProcessRaisedException as exc:
+        last = str(exc).strip().splitlines()
+        raise DistributedError(f"rank {exc.error_index} failed: {last[-1] if last else exc}") from None
+    except mp.ProcessExitedException as exc:
+        raise DistributedError(f"rank {exc.error_index} exited with code {exc.exit_code}") from None

@@ -1,0 +1,247 @@
+"""One experiment end to end: data -> splits -> one model per fold -> aggregated metrics on disk.
+
+:func:`run_experiment` is what ``himoe-fast train`` calls (and the robustness / ablation sweeps call
+it repeatedly). A run directory holds::
+
+    config.json          model config, training settings, data settings (everything to rerun it)
+    metrics.json         {"ccc": {target: mean over folds, ..., "mean"}, "pcc", "mae" (+ "acc", "f1"),
+                          "std": {...}, "per_fold": [...], ...}
+    folds.csv            one row per fold: metric_target columns
+    fold_<name>/         checkpoint.pt (resume state), model.pt (best weights), predictions.npz, result.json
+
+Execution modes: one process; ``world_size > 1`` with ``parallel="ddp"`` (every fold trained by all
+ranks with DistributedDataParallel); ``parallel="folds"`` (independent folds spread over the ranks,
+one model per rank at a time).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import HiMoEConfig
+from ..metrics import aggregate_folds
+from ..io import atomic_write_json, atomic_write_text
+from .distributed import DistContext, context_from_env, launched_by_torchrun, single_process_context, spawn
+from .loop import FoldResult, TrainSettings, train_fold
+
+DATASETS = ("synthetic", "deap", "dreamer")
+PROTOCOLS = ("holdout", "kfold", "loso")
+SPLITS = ("trial", "window")
+
+
+@dataclass
+class DataSettings:
+    """Which data and how it is cut (everything :func:`himoe_fast.data.prepare_windows` needs)."""
+
+    dataset: str = "synthetic"
+    data_dir: str | None = None
+    subjects: int | None = None
+    seq_len: int = 8
+    stride_s: float | None = None
+    lags: dict[str, float] = field(default_factory=dict)
+    synthetic_seed: int = 0
+    cache_dir: str | None = None
+
+
+@dataclass
+class ProtocolSettings:
+    protocol: str = "kfold"
+    folds: int = 10
+    split: str = "trial"
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1
+    max_folds: int | None = None     # run only the first N folds (quick checks)
+
+
+@dataclass
+class RunConfig:
+    model: HiMoEConfig
+    train: TrainSettings = field(default_factory=TrainSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    protocol: ProtocolSettings = field(default_factory=ProtocolSettings)
+    out: str = "runs/latest"
+    gpus: int = 0
+    procs: int = 1
+    parallel: str = "ddp"             # ddp | folds
+    resume: bool = False
+    progress: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model.to_dict(), "train": self.train.to_dict(), "data": asdict(self.data),
+                "protocol": asdict(self.protocol), "gpus": self.gpus, "procs": self.procs,
+                "parallel": self.parallel}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], **overrides: Any) -> "RunConfig":
+        rc = cls(model=HiMoEConfig.from_dict(d["model"]), train=TrainSettings(**d["train"]),
+                 data=DataSettings(**d["data"]), protocol=ProtocolSettings(**d["protocol"]),
+                 gpus=d.get("gpus", 0), procs=d.get("procs", 1), parallel=d.get("parallel", "ddp"))
+        return replace(rc, **overrides)
+
+
+# ------------------------------------------------------------------------------------------ data
+def resolve_data_dir(data: DataSettings) -> tuple[str, Path]:
+    """Map the CLI dataset name to a loader name and a path (synthetic data is written on first use)."""
+    from ..data import DatasetError, ensure_synthetic
+
+    if data.dataset == "synthetic":
+        n = data.subjects or 8
+        return "deap", Path(ensure_synthetic("deap", n_subjects=n, seed=data.synthetic_seed, root=data.cache_dir))
+    if data.dataset in ("deap", "dreamer"):
+        if not data.data_dir:
+            raise DatasetError(f"--data-dir is required for --dataset {data.dataset}")
+        path = Path(data.data_dir)
+        if not path.exists():
+            raise DatasetError(f"{path}: data directory does not exist")
+        return data.dataset, path
+    raise DatasetError(f"unknown dataset {data.dataset!r}; choose one of {', '.join(DATASETS)}")
+
+
+def load_data(rc: RunConfig, progress: bool = True):
+    """Prepare (or load from cache) the windows of the run's dataset."""
+    from ..data import prepare_windows
+
+    kind, path = resolve_data_dir(rc.data)
+    if kind == "dreamer" and path.is_dir():
+        path = path / "DREAMER.mat"
+    return prepare_windows(kind, path, rc.model, seq_len=rc.data.seq_len, stride_s=rc.data.stride_s,
+                           subjects=rc.data.subjects, lags=rc.data.lags or None, cache_dir=rc.data.cache_dir,
+                           progress=progress)
+
+
+def build_splits(rc: RunConfig, data) -> list:
+    from ..data import make_splits
+
+    p = rc.protocol
+    splits = make_splits(data, p.protocol, folds=p.folds, split=p.split, seed=rc.train.seed,
+                         test_fraction=p.test_fraction, val_fraction=p.val_fraction)
+    return splits[: p.max_folds] if p.max_folds else splits
+
+
+# ------------------------------------------------------------------------------------------ workers
+def _fold_dir(out: Path, split) -> Path:
+    return out / f"fold_{split.name}"
+
+
+def _load_done(fold_dir: Path) -> FoldResult | None:
+    path = fold_dir / "result.json"
+    if not (path.exists() and (fold_dir / "model.pt").exists()):
+        return None
+    r = json.loads(path.read_text())
+    return FoldResult(name=r["name"], metrics=r["metrics"], best_epoch=r["best_epoch"],
+                      epochs_run=r["epochs_run"], seconds=r["seconds"], history=r.get("history", []))
+
+
+def _run_folds(ctx: DistContext, rc: RunConfig, fold_ids: list[int], data=None) -> list[FoldResult]:
+    """Train the folds ``fold_ids`` in this process (all ranks of a DDP group call it alike)."""
+    if data is None:
+        data = load_data(rc, progress=False)
+    splits = build_splits(rc, data)
+    out = Path(rc.out)
+    results = []
+    for k in fold_ids:
+        split = splits[k]
+        fold_dir = _fold_dir(out, split)
+        done = _load_done(fold_dir) if rc.resume else None
+        if done is None:
+            done = train_fold(rc.model, rc.train, data, split, fold_dir, ctx, fold_index=k, resume=rc.resume,
+                              progress=rc.progress, extra={"run_config": rc.to_dict()})
+        results.append(done)
+    return results
+
+
+def _ddp_worker(ctx: DistContext, rc: RunConfig, n_folds: int) -> None:
+    _run_folds(ctx, rc, list(range(n_folds)))
+
+
+def _fold_worker(ctx: DistContext, rc: RunConfig, n_folds: int) -> None:
+    """``parallel="folds"``: rank r trains folds r, r + W, ... alone (no gradient sync)."""
+    local = DistContext(rank=0, world_size=1, device=ctx.device)
+    _run_folds(local, replace(rc, progress=rc.progress and ctx.is_main),
+               list(range(ctx.rank, n_folds, ctx.world_size)))
+
+
+# ------------------------------------------------------------------------------------------ main entry
+def write_fold_table(path: Path, results: list[FoldResult]) -> None:
+    buf = io.StringIO()
+    rows = []
+    for r in results:
+        row: dict[str, Any] = {"fold": r.name, "best_epoch": r.best_epoch, "epochs_run": r.epochs_run,
+                               "seconds": round(r.seconds, 2)}
+        for metric, per_target in r.metrics.items():
+            for target, value in per_target.items():
+                row[f"{metric}_{target}"] = value
+        rows.append(row)
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def run_experiment(rc: RunConfig, data=None) -> dict[str, Any]:
+    """Run every fold of ``rc`` and write the run directory. Returns the metrics dict.
+
+    Data are prepared (and cached) before the run directory is written or any worker starts, so bad
+    data fails early and leaves nothing behind. ``data`` may pass already prepared windows.
+    """
+    use_cuda = rc.gpus > 0 or (launched_by_torchrun() and torch.cuda.is_available())
+    out = Path(rc.out)
+    torchrun = launched_by_torchrun()
+    ctx = context_from_env(use_cuda) if torchrun else single_process_context(use_cuda)
+    if data is None:
+        data = load_data(rc, progress=rc.progress and ctx.is_main)
+    splits = build_splits(rc, data)
+    n_folds = len(splits)
+    if rc.train.impl == "fast":
+        _prebuild_extension(rc)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "config.json", rc.to_dict())
+
+    world = rc.gpus or rc.procs
+    if torchrun:
+        results = _run_folds(ctx, rc, list(range(n_folds)), data) if rc.parallel == "ddp" else None
+        if rc.parallel == "folds":
+            _fold_worker(ctx, rc, n_folds)
+            ctx.barrier()
+            results = [_load_done(_fold_dir(out, s)) for s in splits]
+        if not ctx.is_main:
+            return {}
+    elif world > 1:
+        spawn(_fold_worker if rc.parallel == "folds" else _ddp_worker, world, use_cuda, (rc, n_folds))
+        results = [_load_done(_fold_dir(out, s)) for s in splits]
+        missing = [s.name for s, r in zip(splits, results) if r is None]
+        if missing:
+            raise RuntimeError(f"folds without results: {', '.join(missing)}")
+    else:
+        results = _run_folds(ctx, rc, list(range(n_folds)), data)
+
+    metrics = aggregate_folds([r.metrics for r in results])
+    metrics["folds"] = [r.name for r in results]
+    metrics["protocol"] = asdict(rc.protocol)
+    atomic_write_json(out / "metrics.json", metrics)
+    write_fold_table(out / "folds.csv", results)
+    return metrics
+
+
+def _prebuild_extension(rc: RunConfig) -> None:
+    """Compile the NT-Xent extension once, before any worker process starts."""
+    if rc.model.align_weight <= 0:
+        return
+    try:
+        from ..ops import ext
+    except ImportError:
+        return
+    prebuild = getattr(ext, "prebuild", None)
+    if prebuild is not None:
+        prebuild()

@@ -1,0 +1,170 @@
+"""End-to-end training through the CLI: outputs, resume, multi-process, eval, sweeps, bad invocations.
+
+Every test runs on a 2-subject synthetic DEAP set written once per session into a private cache
+(``HIMOE_FAST_CACHE``), with a small model and 1-3 epochs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+# 2 subjects, 3 modalities, one 1-s window every 4 s: ~240 sequences of 4 windows
+SMALL = ["--subjects", "2", "--modalities", "eeg,gsr,resp", "--seq-len", "4", "--stride", "4", "--batch-size", "32"]
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("himoe-cache")
+
+
+def run_cli(args, cache_dir: Path, env_extra=None, timeout=600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HIMOE_FAST_CACHE": str(cache_dir), "PYTHONUNBUFFERED": "1"}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "himoe_fast.cli.app", *map(str, args)], capture_output=True,
+                          text=True, env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, cache_dir) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "holdout"
+    res = run_cli(["train", *SMALL, "--epochs", "2", "--protocol", "holdout", "--out", out, "--no-progress"],
+                  cache_dir)
+    assert res.returncode == 0, res.stderr
+    return out
+
+
+def test_train_writes_config_metrics_and_checkpoints(trained_run):
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    targets = ("valence", "arousal", "dominance", "liking")
+    for key in ("ccc", "pcc", "mae"):
+        assert set(metrics[key]) == {*targets, "mean"}
+        assert metrics[key]["mean"] == pytest.approx(np.mean([metrics[key][t] for t in targets]))
+    assert len(metrics["per_fold"]) == 1
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["model"]["modalities"][0]["name"] == "eeg" and config["train"]["epochs"] == 2
+    assert (trained_run / "folds.csv").read_text().startswith("fold,")
+    state = torch.load(trained_run / "fold_holdout" / "model.pt", weights_only=True)
+    assert "modality_bank.w1" in state["state_dict"]
+    ckpt = torch.load(trained_run / "fold_holdout" / "checkpoint.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "epoch", "rng"} <= set(ckpt)
+    assert not list(trained_run.rglob("*.tmp"))
+
+
+def test_eval_reproduces_training_metrics(trained_run, cache_dir, tmp_path):
+    out = tmp_path / "eval.json"
+    res = run_cli(["eval", trained_run, "--json", out], cache_dir)
+    assert res.returncode == 0, res.stderr
+    got = json.loads(out.read_text())
+    want = json.loads((trained_run / "metrics.json").read_text())
+    for key in ("ccc", "pcc", "mae"):
+        assert got[key]["mean"] == pytest.approx(want[key]["mean"], abs=1e-6)
+    res = run_cli(["eval", trained_run, "--missing-rate", "0.5", "--json", out], cache_dir)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(out.read_text())["ccc"]["mean"] != pytest.approx(want["ccc"]["mean"], abs=1e-9)
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tmp_path, cache_dir):
+    args = ["train", *SMALL, "--epochs", "3", "--protocol", "holdout", "--no-progress", "--seed", "3"]
+    full = run_cli([*args, "--out", tmp_path / "full"], cache_dir)
+    assert full.returncode == 0, full.stderr
+    killed = run_cli([*args, "--out", tmp_path / "killed"], cache_dir, {"HIMOE_FAST_STOP_AFTER_EPOCH": "0"})
+    assert killed.returncode == 17                      # died right after epoch 0's checkpoint
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+    resumed = run_cli(["train", "--resume", "--out", tmp_path / "killed", "--no-progress"], cache_dir)
+    assert resumed.returncode == 0, resumed.stderr
+    a = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    for key in ("ccc", "pcc", "mae"):
+        assert a[key] == b[key]
+
+
+def test_procs_2_trains_with_gloo_ddp(tmp_path, cache_dir):
+    res = run_cli(["train", *SMALL, "--epochs", "1", "--protocol", "holdout", "--procs", "2", "--no-progress",
+                   "--out", tmp_path / "ddp"], cache_dir)
+    assert res.returncode == 0, res.stderr
+    metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert np.isfinite(metrics["mae"]["mean"])
+
+
+def test_parallel_folds_over_procs(tmp_path, cache_dir):
+    res = run_cli(["train", *SMALL, "--epochs", "1", "--protocol", "kfold", "--folds", "2", "--procs", "2",
+                   "--parallel", "folds", "--no-progress", "--out", tmp_path / "pf"], cache_dir)
+    assert res.returncode == 0, res.stderr
+    metrics = json.loads((tmp_path / "pf" / "metrics.json").read_text())
+    assert len(metrics["per_fold"]) == 2
+
+
+def test_crashed_rank_stops_the_others_quickly(tmp_path, cache_dir):
+    t0 = time.time()
+    res = run_cli(["train", *SMALL, "--epochs", "3", "--protocol", "holdout", "--procs", "2", "--no-progress",
+                   "--out", tmp_path / "crash"], cache_dir, {"HIMOE_FAST_CRASH_RANK": "1"}, timeout=180)
+    assert res.returncode != 0
+    assert time.time() - t0 < 120
+    assert "rank 1" in res.stderr and "Traceback" not in res.stderr.splitlines()[-1]
+
+
+def test_robustness_sweep_writes_csv_table_and_plot(tmp_path, cache_dir):
+    out = tmp_path / "rob"
+    res = run_cli(["robustness", "--rates", "0,0.3", "--seeds", "0", "--epochs", "1", *SMALL, "--protocol", "holdout",
+                   "--out", out], cache_dir)
+    assert res.returncode == 0, res.stderr
+    lines = (out / "robustness.csv").read_text().splitlines()
+    assert lines[0] == "model,rate,seed,ccc_mean" and len(lines) == 3
+    assert (out / "robustness.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Missing Rate" in res.stdout
+
+
+def test_synth_and_doctor(tmp_path, cache_dir):
+    res = run_cli(["synth", "--kind", "dreamer", "--subjects", "1", "--out", tmp_path], cache_dir)
+    assert res.returncode == 0, res.stderr
+    from himoe_fast.data import load_dreamer
+
+    assert len(load_dreamer(tmp_path / "DREAMER.mat")) == 1
+    res = run_cli(["doctor"], cache_dir)
+    assert res.returncode == 0 and "torch" in res.stdout and "mne" in res.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["train", "--dataset", "imagenet"], "--dataset"),
+    (["train", "--missing-rate", "1.0"], "--missing-rate"),
+    (["train", "--missing-rate", "-0.1"], "--missing-rate"),
+    (["train", "--gpus", "64"], "GPU"),
+    (["train", "--dataset", "deap"], "--data-dir"),
+    (["train", "--dataset", "deap", "--data-dir", "/definitely/not/here"], "/definitely/not/here"),
+    (["train", "--resume"], "--resume"),
+    (["train", "--modalities", "eeg,telepathy"], "telepathy"),
+    (["train", "--epochs", "zero"], "--epochs"),
+    (["eval", "/no/such/run"], "/no/such/run"),
+])
+def test_bad_invocations_fail_with_one_line(args, needle, cache_dir, tmp_path):
+    res = run_cli(args, cache_dir)
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and needle in err[0] and "Traceback" not in res.stderr
+
+
+def test_resume_of_directory_without_checkpoint(tmp_path, cache_dir):
+    (tmp_path / "empty").mkdir()
+    res = run_cli(["train", "--resume", "--out", tmp_path / "empty"], cache_dir)
+    assert res.returncode == 2 and "no run to resume" in res.stderr
+
+
+def test_corrupt_data_dir_is_one_line_and_leaves_nothing(tmp_path, cache_dir):
+    data = tmp_path / "deap"
+    data.mkdir()
+    (data / "s01.dat").write_bytes(b"this is not a pickle")
+    out = tmp_path / "run"
+    res = run_cli(["train", "--dataset", "deap", "--data-dir", data, "--out", out, "--epochs", "1"], cache_dir)
+    assert res.returncode == 2
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and "s01.dat" in err[0]
+    assert not out.exists()
