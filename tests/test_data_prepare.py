@@ -317,3 +317,40 @@ def test_dreamer_windows(tmp_path):
         prepare_windows("dreamer", path, cfg, cache_dir=tmp_path / "cache", progress=False, subjects=5)
     with pytest.raises(DatasetError, match="DREAMER .mat file not found"):
         prepare_windows("dreamer", tmp_path / "missing", cfg, progress=False)
+
+
+def test_fractional_window_positions_and_face_lag(tmp_path):
+    d = tmp_path / "data"
+    write_synthetic_deap(d, n_subjects=1, seed=0, n_trials=2, trial_s=8.0)
+    np.savez(d / "s01_face.npz", fps=np.float64(25.0), trial_01=np.random.rand(200, 17),
+             trial_02=np.random.rand(100, 17))                       # trial 2: 4 s, i.e. 1 s after the baseline
+    cfg = _cfg(("gsr", "face"))
+    wd = _prep(d, cfg, tmp_path / "c", stride_s=0.3, seq_len=2)     # 7.5 face frames per stride
+    assert wd.windows["face"].shape == (2 * 14, 17, 25)              # floor((5 - 1) / 0.3) + 1 = 14 per trial
+    face = wd.available[:, 1].reshape(2, 14)
+    assert face[0].all() and face[1, 0] and not face[1, 4:].any()
+    # a 2 s lag moves the end of trial 2's face recording 2 s later
+    lagged = _prep(d, cfg, tmp_path / "c", stride_s=0.3, seq_len=2, lags={"face": 2.0}).available[:, 1].reshape(2, 14)
+    assert lagged[1].sum() > face[1].sum() and lagged[1, 8] and not lagged[1, 12:].any()
+
+
+def test_concurrent_prepare_writes_one_entry(deap_dir, tmp_path):
+    import threading
+
+    out, errors = [], []
+
+    def run():
+        try:
+            out.append(_prep(deap_dir, _cfg(("gsr", "temp")), tmp_path))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(out) == 3
+    assert len(list((tmp_path / "windows").iterdir())) == 1 and not _tmp_entries(tmp_path)
+    for wd in out[1:]:
+        np.testing.assert_array_equal(wd.windows["gsr"], out[0].windows["gsr"])
