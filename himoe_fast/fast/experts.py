@@ -8,15 +8,16 @@ gradients come out of ``bmm`` in the parameters' own layout)::
     logits = baddbmm(bg, x, Wg)                    [M, N, K]
     xe     = x broadcast over K                    [M*K, N, d]   (a copy of x, K x smaller than W1)
     hpre   = xe @ W1 + b1                          [M*K, N, h]   one bmm
-    E      = gelu(hpre) @ W2 + b2                  [M*K, N, d]   one bmm (expert outputs)
-    z      = sum_k alpha_k E_k                     [M, N, d]
+    y      = gelu(hpre) @ W2                       [M*K, N, d]   one bmm (expert outputs minus b2)
+    z      = sum_k alpha_k y_k + alpha @ B2        [M, N, d]
 
 The gate scaling is applied to the ``d``-wide expert outputs rather than the ``h``-wide hidden (the
-same sum, fewer multiplies). A custom autograd Function saves only ``x``, ``alpha``, ``hpre`` and
-(soft routing) ``E``, recomputes ``gelu(hpre)`` in backward, and runs the backward as five more bmm's:
+same sum, fewer multiplies). A custom autograd Function saves what the reference's autograd would
+(``xe``, ``alpha``, ``hpre``, ``gelu(hpre)`` and, for soft routing, ``y``), writes ``gelu'`` in place
+into the hidden gradient, and runs the backward as five more bmm's:
 
     dE_k = alpha_k dz;  dA = dE @ W2^T;  dW2 = gelu(hpre)^T dE;  dhpre = gelu'(hpre) dA
-    dx = sum_k dhpre W1^T (+ dlogits Wg^T);  dW1 = xe^T dhpre;  dalpha_k = <dz, E_k> (+ dalpha_ext)
+    dx = sum_k dhpre W1^T (+ dlogits Wg^T);  dW1 = xe^T dhpre;  dalpha_k = <dz, y_k + b2_k> (+ dalpha_ext)
 
 No Python loop runs over modalities or experts.
 """
@@ -46,10 +47,11 @@ def _forward(x, wg, bg, w1, b1, w2, b2, routing):
     alpha = _gates(logits, routing)
     xe = x.unsqueeze(1).expand(M, K, N, d).reshape(M * K, N, d)                      # [MK, N, d]
     hpre = torch.bmm(xe, w1.reshape(M * K, d, h)).add_(b1.reshape(M * K, 1, h))      # [MK, N, h]
-    e = torch.baddbmm(b2.reshape(M * K, 1, d), F.gelu(hpre), w2.reshape(M * K, h, d))  # [MK, N, d]
+    act = F.gelu(hpre)
+    y = torch.bmm(act, w2.reshape(M * K, h, d))                                      # [MK, N, d] = E_k - b2_k
     at = alpha.transpose(1, 2).unsqueeze(-1)                                          # [M, K, N, 1]
-    z = (e.view(M, K, N, d) * at).sum(1)                                              # [M, N, d]
-    return z, alpha, hpre, e
+    z = (y.view(M, K, N, d) * at).sum(1).baddbmm_(alpha, b2)                          # [M, N, d]
+    return z, alpha, xe, hpre, act, y
 
 
 class ModalityBankTorchFunction(torch.autograd.Function):
@@ -57,29 +59,31 @@ class ModalityBankTorchFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, wg, bg, w1, b1, w2, b2, routing: str):
-        z, alpha, hpre, e = _forward(x, wg, bg, w1, b1, w2, b2, routing)
+        z, alpha, xe, hpre, act, y = _forward(x, wg, bg, w1, b1, w2, b2, routing)
         ctx.routing = routing
         ctx.set_materialize_grads(False)
         if routing != "soft":
             ctx.mark_non_differentiable(alpha)
-            e = None
-        ctx.save_for_backward(x, wg, w1, w2, alpha, hpre, e)
+            y = None
+        ctx.save_for_backward(xe, wg, w1, w2, b2, alpha, hpre, act, y)
         return z, alpha
 
     @staticmethod
     def backward(ctx, dz, dalpha):
-        x, wg, w1, w2, alpha, hpre, e = ctx.saved_tensors
+        xe, wg, w1, w2, b2, alpha, hpre, act, y = ctx.saved_tensors
         need = ctx.needs_input_grad
-        M, N, d = x.shape
-        K, h = w1.shape[1], w1.shape[3]
+        M, K, d, h = w1.shape
+        N = xe.shape[1]
+        x = xe.view(M, K, N, d)[:, 0]                                                # [M, N, d] view
         soft = ctx.routing == "soft"
         dx = dwg = dbg = dw1 = db1 = dw2 = db2 = None
         dlogits = None
         if dz is not None:
             dz = dz.contiguous()
         if soft:
-            da = torch.zeros_like(alpha) if dz is None else \
-                torch.matmul(e.view(M, K, N, 1, d), dz.unsqueeze(1).unsqueeze(-1)).view(M, K, N).transpose(1, 2)
+            # dalpha_k = <dz, E_k> = <dz, y_k> + <dz, b2_k>  (+ the gradient of a loss on the gates)
+            da = alpha.new_zeros(alpha.shape) if dz is None else \
+                (y.view(M, K, N, d) * dz.unsqueeze(1)).sum(-1).transpose(1, 2) + torch.bmm(dz, b2.transpose(1, 2))
             if dalpha is not None:
                 da = da + dalpha
             dlogits = alpha * (da - (alpha * da).sum(-1, keepdim=True))                # [M, N, K]
@@ -88,23 +92,24 @@ class ModalityBankTorchFunction(torch.autograd.Function):
             if need[2]:
                 dbg = dlogits.sum(1)
         if dz is not None:
-            de = (dz.unsqueeze(1) * alpha.transpose(1, 2).contiguous().unsqueeze(-1)).view(M * K, N, d)   # [MK, N, d]
+            at = alpha.transpose(1, 2).contiguous().unsqueeze(-1)                      # [M, K, N, 1]
+            de = (dz.unsqueeze(1) * at).view(M * K, N, d)                              # dE_k = alpha_k dz
             if need[6]:
-                db2 = de.sum(1).view(M, K, d)
+                db2 = torch.bmm(alpha.transpose(1, 2), dz)                             # [M, K, d]
             if need[5]:
-                dw2 = torch.bmm(F.gelu(hpre).transpose(1, 2), de).view(M, K, h, d)
+                dw2 = torch.bmm(act.transpose(1, 2), de).view(M, K, h, d)
             if need[0] or need[3] or need[4]:
-                dhpre = torch.ops.aten.gelu_backward(torch.bmm(de, w2.reshape(M * K, h, d).transpose(1, 2)), hpre)
+                dh = torch.bmm(de, w2.reshape(M * K, h, d).transpose(1, 2))            # [MK, N, h]
+                dh = torch.ops.aten.gelu_backward.grad_input(dh, hpre, grad_input=dh)  # in place: dhpre
                 if need[4]:
-                    db1 = dhpre.sum(1).view(M, K, h)
+                    db1 = dh.sum(1).view(M, K, h)
                 if need[3]:
-                    xe = x.unsqueeze(1).expand(M, K, N, d).reshape(M * K, N, d)
-                    dw1 = torch.bmm(xe.transpose(1, 2), dhpre).view(M, K, d, h)
+                    dw1 = torch.bmm(xe.transpose(1, 2), dh).view(M, K, d, h)
                 if need[0]:
-                    dx = torch.bmm(dhpre, w1.reshape(M * K, d, h).transpose(1, 2)).view(M, K, N, d).sum(1)
+                    dx = torch.bmm(dh, w1.reshape(M * K, d, h).transpose(1, 2)).view(M, K, N, d).sum(1)
         if need[0] and dlogits is not None:
             gx = torch.bmm(dlogits, wg.transpose(1, 2))
-            dx = gx if dx is None else dx + gx
+            dx = gx if dx is None else dx.add_(gx)
         elif need[0] and dx is None:
             dx = torch.zeros_like(x)
         return dx, dwg, dbg, dw1, db1, dw2, db2, None
@@ -117,7 +122,7 @@ def modality_bank_torch(x, gate_weight, gate_bias, w1, b1, w2, b2, routing: str 
     x = x.contiguous()
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x, gate_weight, gate_bias, w1, b1, w2, b2)):
         return ModalityBankTorchFunction.apply(x, gate_weight, gate_bias, w1, b1, w2, b2, routing)
-    z, alpha, _, _ = _forward(x, gate_weight, gate_bias, w1, b1, w2, b2, routing)
+    z, alpha = _forward(x, gate_weight, gate_bias, w1, b1, w2, b2, routing)[:2]
     return z, alpha
 
 
