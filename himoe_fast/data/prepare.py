@@ -264,19 +264,29 @@ def _window_subject(tr: _Trials, cfg: HiMoEConfig, stride_s: float
 # ------------------------------------------------------------------------------------ progress
 @contextmanager
 def _progress(enabled: bool, total: int, description: str) -> Iterator:
+    """Rich progress bar on stderr; where stderr is not a terminal (logs, CI), a start and an end line."""
+    import time
+
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
+    console = Console(stderr=True)
+    plain = enabled and not console.is_terminal
+    t0 = time.perf_counter()
+    if plain:
+        console.print(f"{description}: {total} step(s)...", highlight=False)
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
-                  disable=not enabled, transient=True) as bar:   # gone when done or failed: errors stay one line
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                  disable=not enabled or plain, transient=False) as bar:
         task = bar.add_task(description, total=total)
 
         def advance(label: str | None = None) -> None:
             bar.update(task, advance=1, description=f"{description} {label}" if label else description)
 
         yield advance
+    if plain:
+        console.print(f"{description}: done in {time.perf_counter() - t0:.1f} s", highlight=False)
 
 
 # ------------------------------------------------------------------------------------ cache I/O
