@@ -81,15 +81,19 @@ def test_side_by_side(built, rounds=int(os.environ.get("HIMOE_BENCH_ROUNDS", "7"
     ref_loss, ref_grad = _fwd_bwd(z, present, c["tau"], "torch")
     ext_loss, ext_grad = _fwd_bwd(z, present, c["tau"], "ext")
     times = {"torch": [], "ext": []}
+    cpu = {"torch": [], "ext": []}  # process CPU time: less sensitive to other load on a shared machine
     for r in range(rounds):
         for backend in (("torch", "ext") if r % 2 == 0 else ("ext", "torch")):
-            t = time.perf_counter()
+            t, tc = time.perf_counter(), time.process_time()
             _fwd_bwd(z, present, c["tau"], backend)
             times[backend].append(time.perf_counter() - t)
+            cpu[backend].append(time.process_time() - tc)
     ref_ms, ext_ms = (1e3 * statistics.median(times[b]) for b in ("torch", "ext"))
+    ref_cpu, ext_cpu = (1e3 * statistics.median(cpu[b]) for b in ("torch", "ext"))
     row = {
         "name": "alignment", "M": c["M"], "N": c["N"], "d": c["d"], "threads": torch.get_num_threads(),
         "ref_ms": round(ref_ms, 1), "fast_ms": round(ext_ms, 1), "speedup": round(ref_ms / ext_ms, 2),
+        "ref_cpu_ms": round(ref_cpu, 1), "fast_cpu_ms": round(ext_cpu, 1), "cpu_speedup": round(ref_cpu / ext_cpu, 2),
         "loss_rel_err": float((ext_loss - ref_loss).abs() / ref_loss.abs()),
         "grad_max_abs_err": float((ext_grad - ref_grad).abs().max()),
         "gemm_gflops": round(_gemm_gflops(), 1),
