@@ -215,7 +215,15 @@ def load_extension(verbose: bool = False, warn: bool = True) -> ModuleType | Non
     """Build (once, cached on disk) and load the extension; ``None`` when it cannot be had.
 
     The first failure in a process is remembered (no retry) and, with ``warn``, announced once.
+    After the first call this is a plain lookup (also inside ``torch.compile``d code).
     """
+    if _state["tried"] and (_state["module"] is not None or _state["warned"] or not warn or _disabled()):
+        return _state["module"]
+    return _load_slow(verbose, warn)
+
+
+@torch.compiler.disable
+def _load_slow(verbose: bool, warn: bool) -> ModuleType | None:
     with _lock:
         if not _state["tried"]:
             _state["tried"] = True
@@ -243,6 +251,7 @@ def load_extension(verbose: bool = False, warn: bool = True) -> ModuleType | Non
                     _state["cfg"] = cfg
                     module = _build_or_import(cfg, verbose)
                 _register_python_parts()
+                _state["cuda_kernels"] = bool(module.cuda_kernels())
                 _state["module"] = module
             except Exception as e:  # noqa: BLE001 - any build failure means: use the torch backend
                 _state["error"] = f"{type(e).__name__}: {e}".strip()
@@ -272,8 +281,7 @@ def supports(z: torch.Tensor) -> str | None:
     if z.device.type == "cpu":
         return None
     if z.device.type == "cuda":
-        module = _state["module"]
-        if module is not None and module.cuda_kernels():
+        if _state["module"] is not None and _state.get("cuda_kernels"):
             return None
         return "no CUDA kernels in this build (torch without CUDA, or nvcc not found)"
     return f"device {z.device.type}"
