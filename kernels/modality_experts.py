@@ -33,7 +33,8 @@ All GEMMs accumulate in fp32 (``tl.dot``); fp32 inputs use ``input_precision="ie
 the reference to fp32 rounding; bf16 inputs (GPU only) keep bf16 operands and fp32 accumulation.
 Feature dims are loaded whole (``BLOCK_D = next_pow2(d)``, masked), so ``d <= MAX_D``.
 
-Under ``TRITON_INTERPRET=1`` (CPU) one fixed small config is used; on GPU the kernels are autotuned.
+Under ``TRITON_INTERPRET=1`` (CPU) one fixed small config is used; on GPU the kernels are autotuned
+(``HIMOE_FAST_AUTOTUNE=0``: one fixed GPU config instead).
 """
 
 from __future__ import annotations
@@ -278,11 +279,16 @@ def _reduce_configs():
     ]
 
 
-#: fixed configs for the interpreter (and for `autotune=False`): small tiles, few programs
+#: fixed configs for the interpreter: small tiles, few programs
 INTERP_TOKEN_CONFIG = {"BLOCK_N": 32, "BLOCK_H": 64}
 INTERP_REDUCE_CONFIG = {"BLOCK_I": 32, "BLOCK_J": 64, "BLOCK_R": 32}
+#: fixed GPU configs when autotuning is off (``HIMOE_FAST_AUTOTUNE=0``: e.g. parity tests over many
+#: shapes, where tuning every shape would cost more than the tests)
+GPU_TOKEN_CONFIG = {"BLOCK_N": 64, "BLOCK_H": 64, "num_warps": 4, "num_stages": 2}
+GPU_REDUCE_CONFIG = {"BLOCK_I": 64, "BLOCK_J": 64, "BLOCK_R": 32, "num_warps": 4, "num_stages": 3}
+AUTOTUNE = not INTERPRET and os.environ.get("HIMOE_FAST_AUTOTUNE", "1").strip() != "0"
 
-if INTERPRET:
+if not AUTOTUNE:
     _fwd = _bank_fwd_kernel
     _bwd_token = _bank_bwd_token_kernel
     _reduce = _tn_reduce_kernel
@@ -302,8 +308,15 @@ def _dot_prec(dtype: torch.dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"   # ignored for bf16/fp16 operands
 
 
-def _token_meta():
-    return dict(INTERP_TOKEN_CONFIG) if INTERPRET else {}
+def _token_meta(D: int):
+    if AUTOTUNE:
+        return {}
+    if INTERPRET:
+        return dict(INTERP_TOKEN_CONFIG)
+    meta = dict(GPU_TOKEN_CONFIG)
+    bd = _pow2(D)
+    meta["BLOCK_N"] = 64 if bd <= 128 else 32 if bd <= 256 else 16     # whole rows stay on chip
+    return meta
 
 
 #: force the number of token splits of the weight-gradient reductions (tests); None = heuristic
@@ -355,7 +368,7 @@ def tn_reduce(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, *, col_group:
     cs_v = cs.view(split if not cs_direct else 1, G, J) if has_cs else None
     s_cs, s_cg = (cs_v.stride(0), cs_v.stride(1)) if has_cs else (0, 0)
     rows_per_split = triton.cdiv(N, split)
-    meta = dict(INTERP_REDUCE_CONFIG) if INTERPRET else {}
+    meta = {} if AUTOTUNE else dict(INTERP_REDUCE_CONFIG) if INTERPRET else dict(GPU_REDUCE_CONFIG)
 
     def grid(META):
         return (triton.cdiv(I, META["BLOCK_I"]), triton.cdiv(J, META["BLOCK_J"]), G * split)
@@ -389,7 +402,7 @@ class ModalityExpertsFunction(torch.autograd.Function):
         alpha = torch.empty((M, N, K), device=x.device, dtype=x.dtype)
         rid = ROUTING_IDS[routing]
         if N > 0:
-            meta = _token_meta()
+            meta = _token_meta(D)
             grid = lambda META: (triton.cdiv(N, META["BLOCK_N"]), M)  # noqa: E731
             _fwd[grid](x, gate_weight, gate_bias, w1, b1, w2, b2, z, alpha, N, D, H, K, triton.next_power_of_2(N),
                        ROUTING=rid, DOT_PREC=_dot_prec(x.dtype), BLOCK_D=_pow2(D), BLOCK_K=_pow2(K), **meta)
@@ -416,7 +429,7 @@ class ModalityExpertsFunction(torch.autograd.Function):
         g = torch.empty_like(dh)
         dlogits = torch.zeros((M, N, K), device=x.device, dtype=x.dtype)
         if N > 0:
-            meta = _token_meta()
+            meta = _token_meta(D)
             grid = lambda META: (triton.cdiv(N, META["BLOCK_N"]), M)  # noqa: E731
             _bwd_token[grid](x, dz, alpha, dalpha, gate_weight, w1, b1, w2, b2, dx, dh, g, dlogits,
                              N, D, H, K, triton.next_power_of_2(N), ROUTING=ROUTING_IDS[ctx.routing],
