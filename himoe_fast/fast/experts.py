@@ -65,14 +65,20 @@ class ModalityBankTorchFunction(torch.autograd.Function):
         if routing != "soft":
             ctx.mark_non_differentiable(alpha)
             y = None
-        ctx.save_for_backward(xe, wg, w1, w2, b2, alpha, hpre, act, y)
+        ctx.save_for_backward(wg, w1, w2, b2, alpha)
+        # forward intermediates are kept on ctx (not save_for_backward) so that backward can drop
+        # each one as soon as it is used: lower peak memory than keeping all until backward ends
+        ctx.stash = {"xe": xe, "hpre": hpre, "act": act, "y": y}
         return z, alpha
 
     @staticmethod
     def backward(ctx, dz, dalpha):
-        xe, wg, w1, w2, b2, alpha, hpre, act, y = ctx.saved_tensors
+        wg, w1, w2, b2, alpha = ctx.saved_tensors
+        st = ctx.stash
+        ctx.stash = None
         need = ctx.needs_input_grad
         M, K, d, h = w1.shape
+        xe = st.pop("xe")
         N = xe.shape[1]
         x = xe.view(M, K, N, d)[:, 0]                                                # [M, N, d] view
         soft = ctx.routing == "soft"
@@ -80,6 +86,7 @@ class ModalityBankTorchFunction(torch.autograd.Function):
         dlogits = None
         if dz is not None:
             dz = dz.contiguous()
+        y = st.pop("y")
         if soft:
             # dalpha_k = <dz, E_k> = <dz, y_k> + <dz, b2_k>  (+ the gradient of a loss on the gates)
             da = alpha.new_zeros(alpha.shape) if dz is None else \
@@ -91,6 +98,8 @@ class ModalityBankTorchFunction(torch.autograd.Function):
                 dwg = torch.bmm(x.transpose(1, 2), dlogits)
             if need[2]:
                 dbg = dlogits.sum(1)
+        del y
+        act, hpre = st.pop("act"), st.pop("hpre")
         if dz is not None:
             at = alpha.transpose(1, 2).contiguous().unsqueeze(-1)                      # [M, K, N, 1]
             de = (dz.unsqueeze(1) * at).view(M * K, N, d)                              # dE_k = alpha_k dz
@@ -98,9 +107,12 @@ class ModalityBankTorchFunction(torch.autograd.Function):
                 db2 = torch.bmm(alpha.transpose(1, 2), dz)                             # [M, K, d]
             if need[5]:
                 dw2 = torch.bmm(act.transpose(1, 2), de).view(M, K, h, d)
+            del act
             if need[0] or need[3] or need[4]:
                 dh = torch.bmm(de, w2.reshape(M * K, h, d).transpose(1, 2))            # [MK, N, h]
+                del de
                 dh = torch.ops.aten.gelu_backward.grad_input(dh, hpre, grad_input=dh)  # in place: dhpre
+                del hpre
                 if need[4]:
                     db1 = dh.sum(1).view(M, K, h)
                 if need[3]:

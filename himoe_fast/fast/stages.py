@@ -19,7 +19,7 @@ def fuse_fast(fuse, z: torch.Tensor, present_mn: torch.Tensor) -> tuple[torch.Te
     logits = s.masked_fill(~present_mn, float("-inf"))
     logits = torch.where(any_present, logits, torch.zeros_like(logits))
     w = torch.softmax(logits, dim=0) * any_present                              # [M, N]
-    fused = torch.bmm(w.t().unsqueeze(1), z.transpose(0, 1)).squeeze(1)         # [N, d] = sum_m w_m z_m
+    fused = (w.unsqueeze(-1) * z).sum(0)                                        # [N, d] = sum_m w_m z_m
     return fused, w
 
 
