@@ -282,12 +282,14 @@ def _copy_build(built_dir: Path, cache: Path) -> Path:
 def test_leftover_lock_files_do_not_block(built, tmp_path):
     src = Path(ext.build_status(build=False)["path"]).parent
     dst = _copy_build(src, tmp_path)
-    (dst / "build.lock").write_text("")   # our flock file, left by a killed build
-    (dst / "lock").write_text("")         # torch's O_EXCL baton, left by a killed build
-    r = _run(_LOAD, _env(tmp_path), timeout=120)
+    (dst / "BUILD_OK").unlink()           # a build killed before it finished ...
+    (dst / "build.lock").write_text("")   # ... leaves our flock file (unlocked: its holder is gone)
+    (dst / "lock").write_text("")         # ... and torch's O_EXCL baton
+    r = _run(_LOAD, _env(tmp_path), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["status"]["loaded"] and out["same"]
+    assert (dst / "BUILD_OK").exists() and not (dst / "lock").exists()
 
 
 def test_waits_for_builder_and_survives_its_death(built, tmp_path):
