@@ -53,6 +53,20 @@ def test_dreamer_preset_parity_torch():
     _assert_parity(HiMoEConfig.dreamer(router="diff", task="binary"), "torch", B=2, T=2)
 
 
+def test_odd_sampling_rates_parity_torch():
+    """Windows that pooling does not divide (floor-mode truncation, adaptive-pool fallback), a
+    one-channel EEG, and a signal group mixing 1- and 3-channel modalities."""
+    from himoe_fast import ModalitySpec
+
+    cfg = HiMoEConfig(
+        modalities=[ModalitySpec("eeg", 3, 100.0, "eeg"), ModalitySpec("eeg1", 1, 50.0, "eeg"),
+                    ModalitySpec("gsr", 1, 90.0, "signal"), ModalitySpec("resp", 3, 90.0, "signal"),
+                    ModalitySpec("ecg", 2, 45.0, "signal"), ModalitySpec("face", 4, 25.0, "features")],
+        d_model=24, n_modality_experts=2, expert_hidden=40, n_emotion_experts=3, router_dim=8,
+        targets=("valence",), window_s=1.0)
+    _assert_parity(cfg, "torch", B=2, T=2)
+
+
 def _storages(model):
     return {t.untyped_storage().data_ptr() for t in model.state_dict().values()}
 

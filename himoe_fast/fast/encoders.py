@@ -137,12 +137,13 @@ def eeg_forward(net, x: torch.Tensor) -> torch.Tensor:
     wt = net.temporal.weight.reshape(F1, net.k_t).repeat_interleave(D, dim=0)   # [F1*D, k_t]
     y = torch.matmul(ws, x).transpose(0, 1)                                  # [16, N, S]  spatial mix first
     y = depthwise_conv_cm(y, wt)                                             # temporal conv, per channel
-    y = F.avg_pool1d(F.elu(y), net.p1)                                       # [16, N, S/p1]
+    y = act_pool(y, net.p1, 2, "elu")                                        # [16, N, S/p1]
     y = _dropout(y, p, net.training)
     y = depthwise_conv_cm(y, net.depthwise.weight.reshape(F1 * D, net.k_s))  # separable: depthwise
     s1 = y.shape[-1]
     y = torch.mm(net.pointwise.weight.reshape(F2, F1 * D), y.reshape(F1 * D, N * s1)).view(F2, N, s1)
-    y = F.adaptive_avg_pool1d(F.elu(y), net.POOL_OUT)                        # [F2, N, 8]
+    y = act_pool(y, s1 // net.POOL_OUT, 2, "elu") if s1 % net.POOL_OUT == 0 else \
+        F.adaptive_avg_pool1d(F.elu(y), net.POOL_OUT)                        # [F2, N, 8]
     y = _dropout(y, p, net.training)
     flat = y.transpose(0, 1).reshape(N, F2 * net.POOL_OUT)                   # reference flatten order (f, t)
     return F.layer_norm(F.linear(flat, net.proj.weight, net.proj.bias), net.norm.normalized_shape,
@@ -152,6 +153,57 @@ def eeg_forward(net, x: torch.Tensor) -> torch.Tensor:
 def features_forward(net, x: torch.Tensor) -> torch.Tensor:
     """:class:`FeaturesEncoder` (already cheap). x ``[N, C, S]`` -> ``[N, d]``."""
     return net(x)
+
+
+class ActPool(torch.autograd.Function):
+    """``AvgPool(p)`` (floor mode) of ``act(h)`` along ``dim``, with ``act`` = GELU (exact) or ELU.
+
+    Same numbers as ``avg_pool(act(h))``; the backward feeds the pooled gradient to the activation's
+    backward as a broadcast view (``grad / p`` expanded over each window) instead of materialising the
+    un-pooled gradient first, and only ``h`` is kept for backward.
+    """
+
+    @staticmethod
+    def forward(ctx, h, p: int, dim: int, act: str):
+        L = h.shape[dim]
+        L1 = L // p
+        hv = h.narrow(dim, 0, L1 * p) if L1 * p != L else h
+        a = F.gelu(hv) if act == "gelu" else F.elu(hv)
+        out = a.unflatten(dim, (L1, p)).mean(dim + 1)
+        ctx.save_for_backward(h)
+        ctx.cfg = (p, dim, act, L1)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        (h,) = ctx.saved_tensors
+        p, dim, act, L1 = ctx.cfg
+        L = h.shape[dim]
+        hv = h.narrow(dim, 0, L1 * p) if L1 * p != L else h
+        shape4 = hv.unflatten(dim, (L1, p)).shape
+        g = (grad / p).unsqueeze(dim + 1).expand(shape4)
+        if dim == h.dim() - 1:      # a broadcast innermost axis would force a scalar (unvectorised) loop
+            g = g.contiguous()
+        h4 = hv.unflatten(dim, (L1, p))
+        if act == "gelu":
+            dh = torch.ops.aten.gelu_backward(g, h4)
+        else:
+            dh = torch.ops.aten.elu_backward(g, 1.0, 1, 1, False, h4)
+        dh = dh.flatten(dim, dim + 1)
+        if L1 * p != L:
+            full = h.new_zeros(h.shape)
+            full.narrow(dim, 0, L1 * p).copy_(dh)
+            dh = full
+        return dh, None, None, None
+
+
+def act_pool(h: torch.Tensor, p: int, dim: int, act: str) -> torch.Tensor:
+    """``avg_pool(act(h), p)`` along ``dim`` (floor mode); act: ``"gelu"`` | ``"elu"``."""
+    if torch.is_grad_enabled() and h.requires_grad:
+        return ActPool.apply(h, p, dim, act)
+    L1 = h.shape[dim] // p
+    a = F.gelu(h) if act == "gelu" else F.elu(h)
+    return a.narrow(dim, 0, L1 * p).unflatten(dim, (L1, p)).mean(dim + 1)
 
 
 def _pool_last(h: torch.Tensor, p: int) -> torch.Tensor:
@@ -196,9 +248,11 @@ def signal_group_forward(nets: list, grp: SignalGroup, xs: list[torch.Tensor], t
     w1 = cat([n.conv1.weight if n.conv1.weight.shape[1] == cmax else
               F.pad(n.conv1.weight, (0, 0, 0, cmax - n.conv1.weight.shape[1])) for n in nets])      # [G*16, cmax, k1]
     h = _conv_cl(xin.transpose(1, 2), w1, cat([n.conv1.bias for n in nets]), n0.k1 // 2, G)       # [N, S, G*16]
-    h = _pool_last(F.gelu(h), n0.p)                                                                # [N, S/p, G*16]
+    h = act_pool(h, n0.p, 1, "gelu")                                                               # [N, S/p, G*16]
     h = _conv_cl(h, cat([n.conv2.weight for n in nets]), cat([n.conv2.bias for n in nets]), 2, G)  # [N, S/p, G*32]
-    h = _adaptive_pool_last(F.gelu(h), n0.POOL_OUT)                                               # [N, 4, G*32]
+    L2 = h.shape[1]
+    h = act_pool(h, L2 // n0.POOL_OUT, 1, "gelu") if L2 % n0.POOL_OUT == 0 else \
+        _adaptive_pool_last(F.gelu(h), n0.POOL_OUT)                                               # [N, 4, G*32]
     h = _dropout(h, n0.drop.p, training)
     P, C2 = n0.POOL_OUT, n0.C2
     hg = h.reshape(N, P, G, C2).permute(2, 0, 1, 3).reshape(G, N, P * C2)   # [G, N, (t, c)]
