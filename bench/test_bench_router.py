@@ -5,9 +5,10 @@
     HIMOE_BENCH_ROUNDS=15 pytest bench/test_bench_router.py -s -k side_by_side
 
 Target (issue 5, 2-core CPU): N = 32*8 = 256 tokens, d=128, h=256, L=8, r=64: fwd+bwd >= 1.2x the
-reference with lower peak memory. Variants of the torch backend: ``recompute`` (default: keeps
-nothing per expert for backward) and ``save_hidden`` (keeps the ``[L, N, h]`` pre-activation, one
-GEMM less in backward). On CUDA the Triton kernels are timed too. The side-by-side test interleaves
+reference with lower peak memory. Variants of the torch backend: ``torch`` (its default; on CPU it
+keeps the ``[L, N, h]`` pre-activation for backward and reuses that buffer there) and
+``torch_recompute`` (``save_hidden=False``: keeps nothing per expert, one more GEMM in backward).
+On CUDA the Triton kernels are timed too. The side-by-side test interleaves
 the variants round by round so that a shared, noisy CPU slows all alike, and reports medians.
 """
 
@@ -27,7 +28,7 @@ from himoe_fast.model.router import EmotionExpertBank
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 SIZE = dict(d=128, h=256, L=8, r=64)
 VARIANTS = {"reference": None, "torch": dict(backend="torch"),
-            "torch_save_hidden": dict(backend="torch", save_hidden=True)}
+            "torch_recompute": dict(backend="torch", save_hidden=False)}
 if DEV == "cuda":
     VARIANTS["triton"] = dict(backend="triton")
 
@@ -71,7 +72,18 @@ def _saved_bytes(bank, z, variant):
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        _call(bank, z, variant)
+        e, _ = _call(bank, z, variant)
+    todo, nodes = [e.grad_fn], set()                  # + what the fused core keeps on its ctx
+    while todo:
+        node = todo.pop()
+        if node is None or node in nodes:
+            continue
+        nodes.add(node)
+        kept = [getattr(node, "hidden", None), *(getattr(node, "keys", None) or ())]
+        for t in kept:
+            if t is not None:
+                seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        todo.extend(nxt for nxt, _ in node.next_functions)
     return sum(seen.values())
 
 

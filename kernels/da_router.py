@@ -515,6 +515,10 @@ def da_router_core(z, w1, b1, w2, b2, v=None, qh=None, wk=None, scale=None, sc=N
         mode = MODE_COSINE
     else:
         mode = MODE_DIFF if v.shape[0] == 2 else MODE_DOT
+    ok = (torch.float32,) if INTERPRET else (torch.float32, torch.bfloat16, torch.float16)
+    if z.dtype not in ok or any(t.dtype != z.dtype for t in (w1, b1, w2, b2) + ((wk,) if wk is not None else ())):
+        raise TypeError(f"da_router triton kernels take {'fp32 (interpreter)' if INTERPRET else 'fp32/bf16/fp16'} "
+                        f"tensors of one dtype; got z {z.dtype}, w1 {w1.dtype}")
     if z.shape[0] == 0:                                       # nothing to launch
         P, L = (2 if mode == MODE_DIFF else 1), w1.shape[0]
         zero = (z.sum() + w1.sum() + b1.sum() + w2.sum() + b2.sum()) * 0

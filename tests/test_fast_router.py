@@ -127,6 +127,20 @@ def test_torch_backend_gradcheck_float64(mode):
     assert torch.autograd.gradcheck(fn, tuple(leaves), eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
+def _core_nodes(t):
+    """The autograd nodes of the fused core reachable from ``t``."""
+    seen, todo, out = set(), [t.grad_fn], []
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if hasattr(node, "hidden"):
+            out.append(node)
+        todo.extend(nxt for nxt, _ in node.next_functions)
+    return out
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_torch_backend_keeps_no_expert_tensors_for_backward(mode):
     """Nothing of size [L, N, d] or [L, N, h] is saved for backward (recomputed there) ..."""
@@ -140,12 +154,35 @@ def test_torch_backend_keeps_no_expert_tensors_for_backward(mode):
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        _fast(bank, z, "torch")
+        e, _ = _fast(bank, z, "torch", save_hidden=False)
     assert max(sizes) < L * N * d, sizes
-    sizes.clear()                               # ... unless asked to keep the hidden pre-activation
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        _fast(bank, z, "torch", save_hidden=True)
-    assert L * N * h in sizes
+    assert [(n.hidden, n.keys) for n in _core_nodes(e)] == [(None, None)]
+    e, _ = _fast(bank, z, "torch", save_hidden=True)    # ... unless asked to keep the pre-activation
+    (node,) = _core_nodes(e)
+    assert node.hidden.shape == (L, N, h)
+    assert (node.keys is None) == (mode != "cosine")
+    e, _ = _fast(bank, z, "torch")                      # default: kept for CPU tensors only
+    assert (_core_nodes(e)[0].hidden is not None) == (z.device.type == "cpu")
+    with torch.no_grad():                               # nothing to keep when no gradient is wanted
+        z0 = z.detach()
+        params = {n: p.detach() for n, p in bank.named_parameters()}
+        e, _ = _fast(bank, z0, "torch", params, save_hidden=True)
+    assert e.grad_fn is None
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_torch_backend_save_hidden_retain_graph(mode):
+    """The first backward consumes the kept hidden in place; a second backward recomputes it."""
+    bank = _bank(40, 72, 5, 24, mode)
+    z = torch.randn(9, 40, device=DEVICE, requires_grad=True)
+    e, beta = _fast(bank, z, "torch", save_hidden=True)
+    loss = e.square().sum() + beta.square().sum()
+    leaves = [z, *bank.parameters()]
+    first = torch.autograd.grad(loss, leaves, retain_graph=True)
+    assert [(n.hidden, n.keys) for n in _core_nodes(e)] == [(None, None)]
+    second = torch.autograd.grad(loss, leaves)
+    for g1, g2 in zip(first, second):
+        torch.testing.assert_close(g1, g2, atol=1e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -2,9 +2,11 @@
 
 Same numbers as :class:`himoe_fast.model.router.EmotionExpertBank` (modes ``dot``, ``cosine``,
 ``diff``), computed with the experts batched (no Python loop over the ``L`` experts) and without
-keeping the ``[L, N, d]`` expert outputs or the ``[L, N, h]`` hidden activations for backward: they
-are recomputed there (``save_hidden=True`` keeps the ``[L, N, h]`` pre-activation instead, one GEMM
-less in backward, for callers that trade memory for speed).
+keeping the ``[L, N, d]`` expert outputs for backward (recomputed there). The ``[L, N, h]`` hidden
+pre-activation is recomputed too (``save_hidden=False``: 8 expert GEMMs per fwd+bwd against the
+reference's 6 + its per-expert router projections) or kept (``save_hidden=True``, the default on CPU:
+7 GEMMs; the first backward reuses its buffer for ``dL/da``, so the peak still stays below the
+reference's).
 
 Split of the work (shared by both backends)::
 
@@ -30,7 +32,7 @@ Backward of the core (the derivation is written out in ``himoe_fast.kernels.da_r
 torch backend: all experts go through ``bmm`` at once while ``[L, N, h]`` fits in
 :data:`CHUNK_BYTES` (always at the realistic N = 256); beyond that the experts are taken in groups
 (an online softmax across groups in forward; ``D`` from the saved ``A`` makes the groups independent
-in backward), which bounds the working set at large N. Saved for backward: z, S, A.
+in backward), which bounds the working set at large N. Saved for backward: z, S, A (+ the hidden).
 """
 
 from __future__ import annotations
@@ -83,7 +85,8 @@ class _TorchCore(torch.autograd.Function):
     """(z, w1, b1, w2, b2, v | qh, wk, scale) -> (A ``[P, N, d]``, S ``[P, N, L]``). See module doc.
 
     Experts are batched with ``bmm`` (in groups bounded by :data:`CHUNK_BYTES`, with an online softmax
-    across groups); saved for backward: z, S, A (and the hidden pre-activation if ``save_hidden``).
+    across groups); saved for backward: z, S, A; with ``save_hidden`` also the hidden pre-activation
+    (and cosine's unit keys), kept on ``ctx`` and consumed by the first backward.
     """
 
     @staticmethod
@@ -91,8 +94,9 @@ class _TorchCore(torch.autograd.Function):
         cosine = qh is not None
         (L, _, h), N = w1.shape, z.shape[0]
         groups = _chunks(L, N, h, z.element_size())
+        save_hidden = save_hidden and any(ctx.needs_input_grad)
         a_all = torch.empty(L, N, h, dtype=z.dtype, device=z.device) if save_hidden else None
-        phis, m = [], None
+        phis, keys, m = [], [], None
         for sl in groups:
             a = _hidden(z, w1, b1, sl, out=None if a_all is None else a_all[sl])   # [L_c, N, h]
             u = F.gelu(a) if save_hidden else torch.ops.aten.gelu_(a)      # in place unless a is kept
@@ -100,8 +104,10 @@ class _TorchCore(torch.autograd.Function):
             del u, a
             ft = f.transpose(0, 1)                                          # [N, L_c, d] view
             if cosine:
-                _, _, khat = _cos_keys(f, wk)
+                norm, _, khat = _cos_keys(f, wk)
                 phi = (scale * (khat * qh[0]).sum(-1)).t().unsqueeze(1)     # [N, 1, L_c]
+                if save_hidden:
+                    keys.append((norm, khat))
             else:
                 phi = torch.bmm(v.transpose(0, 1), ft.transpose(1, 2)) * sc # [N, P, L_c]
             phis.append(phi)
@@ -119,13 +125,23 @@ class _TorchCore(torch.autograd.Function):
             m = m_new
         S = torch.softmax(torch.cat(phis, -1) if len(phis) > 1 else phis[0], dim=-1)  # [N, P, L]
         A = torch.bmm(S, ft) if len(groups) == 1 else acc / ell             # [N, P, d]
-        ctx.save_for_backward(z, w1, b1, w2, b2, v, qh, wk, scale, S, A, a_all)
+        ctx.save_for_backward(z, w1, b1, w2, b2, v, qh, wk, scale, S, A)
+        # The hidden is an intermediate, kept on ctx (not save_for_backward) because the first
+        # backward consumes it: its buffer becomes dL/da in place. A second backward (retain_graph)
+        # finds it gone and recomputes.
+        ctx.hidden = a_all
+        # cosine: the unit keys [L, N, r] and their norms go with the hidden (same life cycle)
+        ctx.keys = None
+        if keys:
+            ctx.keys = keys[0] if len(keys) == 1 else tuple(torch.cat(t) for t in zip(*keys))
         ctx.sc = sc
         return A.transpose(0, 1), S.transpose(0, 1)
 
     @staticmethod
     def backward(ctx, gA, gS):
-        z, w1, b1, w2, b2, v, qh, wk, scale, S, A, a_all = ctx.saved_tensors
+        z, w1, b1, w2, b2, v, qh, wk, scale, S, A = ctx.saved_tensors
+        a_all, ctx.hidden = ctx.hidden, None                                # consumed (see forward)
+        keys, ctx.keys = ctx.keys, None
         cosine = qh is not None
         sc = scale if cosine else ctx.sc
         (L, d, h), N = w1.shape, z.shape[0]
@@ -146,7 +162,11 @@ class _TorchCore(torch.autograd.Function):
             G = torch.baddbmm(gSt[..., sl], gAt, ft.transpose(1, 2))        # [N, P, L_c]
             dphi = Sc * (G - D)                                             # [N, P, L_c]
             if cosine:
-                norm, kn, khat = _cos_keys(f, wk)                           # [L_c, N], [L_c, N, r]
+                if keys is None:
+                    norm, kn, khat = _cos_keys(f, wk)                       # [L_c, N], [L_c, N, r]
+                else:
+                    norm, khat = keys[0][sl], keys[1][sl]
+                    kn = norm.clamp_min(COSINE_EPS)
                 cos = (khat * qh[0]).sum(-1)                                # [L_c, N]
                 dp = dphi[:, 0, :].t()                                      # [L_c, N]
                 c = (dp * sc).unsqueeze(-1)                                 # [L_c, N, 1]
@@ -175,8 +195,8 @@ class _TorchCore(torch.autograd.Function):
             parts["b2"].append(gf.sum(1))
             parts["w2"].append(torch.bmm(u.transpose(1, 2), gf))           # [L_c, h, d]
             gu = torch.bmm(gf, w2[sl].transpose(1, 2), out=u)               # [L_c, N, h], reuses u
-            ga = torch.ops.aten.gelu_backward.grad_input(gu, a, grad_input=gu)  # in place
-            del a, u, gu
+            ga = torch.ops.aten.gelu_backward.grad_input(gu, a, grad_input=a)   # in a's buffer
+            del a, u, gu                                                    # frees u's buffer
             parts["b1"].append(ga.sum(1))
             parts["w1"].append(torch.bmm(z.t().expand(Lc, d, N), ga))      # [L_c, d, h]
             gz = torch.bmm(ga, w1[sl].transpose(1, 2), out=buf.view(Lc, N, d)).sum(0)  # reuses gf
@@ -213,7 +233,7 @@ def _check(z, w1, b1, w2, b2, wq, wk, mode, scale, lam, backend):
 
 
 def da_router_core(z, w1, b1, w2, b2, wq, wk, mode: str, scale=None, backend: str = "torch",
-                   save_hidden: bool = False):
+                   save_hidden: bool | None = None):
     """The fused part: returns (A ``[P, N, d]``, S ``[P, N, L]``), one per softmax (see module doc)."""
     r = wq.shape[-1]
     q = torch.matmul(z, wq)                                                 # [P, N, r]
@@ -226,6 +246,8 @@ def da_router_core(z, w1, b1, w2, b2, wq, wk, mode: str, scale=None, backend: st
     if backend == "auto":
         backend = resolve(backend, z.device)
     if backend == "torch":
+        if save_hidden is None:
+            save_hidden = z.device.type == "cpu"
         return _TorchCore.apply(z, w1, b1, w2, b2, v, qh, wk_in, scale_in, sc, bool(save_hidden))
     # lazy: imports triton (under the interpreter for CPU tensors)
     kernels = load_kernel_module("da_router", z.device)
@@ -233,7 +255,7 @@ def da_router_core(z, w1, b1, w2, b2, wq, wk, mode: str, scale=None, backend: st
 
 
 def da_router(z, w1, b1, w2, b2, wq, wk, mode: str, scale=None, lam=None,
-              backend: str = "torch", save_hidden: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+              backend: str = "torch", save_hidden: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Emotion Expert Bank with DA-router, fused.
 
     z: ``[..., d]`` (``[N, d]`` in the contract); w1 ``[L, d, h]``; b1 ``[L, h]``; w2 ``[L, h, d]``;
@@ -244,8 +266,11 @@ def da_router(z, w1, b1, w2, b2, wq, wk, mode: str, scale=None, lam=None,
     ``himoe_fast.kernels.da_router``; on CPU tensors they run under the Triton interpreter, which
     :func:`himoe_fast.fast.backend.load_kernel_module` switches on if triton's kernels were not yet
     imported) or ``"auto"`` (Triton for CUDA tensors, torch otherwise).
-    save_hidden (torch backend): keep the ``[L, N, h]`` pre-activation for backward instead of
-    recomputing it (faster, more memory); the Triton kernels always recompute.
+    save_hidden (torch backend): keep the ``[L, N, h]`` pre-activation (and for cosine the
+    ``[L, N, r]`` unit keys) for backward instead of recomputing them: one expert GEMM less in
+    backward. The first backward turns the kept buffer into ``dL/da`` in place, so the peak stays
+    below the reference's. ``None`` (default): keep it for CPU tensors (GEMM-bound; measured faster),
+    recompute elsewhere. ``False``: keep nothing per expert. The Triton kernels always recompute.
     """
     _check(z, w1, b1, w2, b2, wq, wk, mode, scale, lam, backend)
     lead = z.shape[:-1]
