@@ -12,6 +12,17 @@ import torch
 from himoe_fast.fast.experts import modality_bank
 from himoe_fast.model.experts import ModalityExpertBank
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_cpu_thread():
+    """Tiny shapes: one intra-op thread avoids OpenMP barrier stalls on a shared, loaded CPU (with two
+    threads a busy machine turns each parallel region into a scheduler wait)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 FWD = dict(atol=1e-5, rtol=1e-4)
 GRAD = dict(atol=1e-4, rtol=1e-3)

@@ -12,6 +12,17 @@ from himoe_fast import HiMoE, HiMoEConfig
 from himoe_fast.fast import FastHiMoE, to_fast, to_reference
 from himoe_fast.fast.parity import build_config, random_batch, run_parity
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_cpu_thread():
+    """Tiny shapes: one intra-op thread avoids OpenMP barrier stalls on a shared, loaded CPU (with two
+    threads a busy machine turns each parallel region into a scheduler wait)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 ROUTERS = ["dot", "cosine", "diff"]
 ROUTINGS = ["soft", "uniform", "top1"]
 
