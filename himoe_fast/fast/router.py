@@ -67,6 +67,16 @@ def _chunks(L: int, N: int, h: int, itemsize: int):
     return [slice(l0, min(L, l0 + step)) for l0 in range(0, L, step)]
 
 
+def _mix(w: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """``sum_l w[n, p, l] f[l, n, :]``: w ``[N, P, L_c]``, f ``[L_c, N, d]`` -> ``[N, P, d]``.
+
+    A bmm batched over tokens; for fewer than 4 experts per group, where such tiny-K batched GEMMs
+    are slow on CPU, a broadcast multiply-sum instead."""
+    if f.shape[0] >= 4:
+        return torch.bmm(w, f.transpose(0, 1))
+    return (w.permute(2, 0, 1).unsqueeze(-1) * f.unsqueeze(2)).sum(0)
+
+
 def _hidden(z, w1, b1, sl, out=None):
     """Pre-activation of the experts in ``sl``: ``[L_c, N, h]``."""
     Lc, (N, d) = sl.stop - sl.start, z.shape
@@ -117,14 +127,14 @@ class _TorchCore(torch.autograd.Function):
             m_new = phi.amax(-1, keepdim=True) if m is None else torch.maximum(m, phi.amax(-1, keepdim=True))
             p = torch.exp(phi - m_new)                                      # [N, P, L_c]
             if m is None:
-                ell, acc = p.sum(-1, keepdim=True), torch.bmm(p, ft)
+                ell, acc = p.sum(-1, keepdim=True), _mix(p, f)
             else:
                 c = torch.exp(m - m_new)
                 ell = ell * c + p.sum(-1, keepdim=True)
-                acc = torch.baddbmm(acc * c, p, ft)
+                acc = acc * c + _mix(p, f)
             m = m_new
         S = torch.softmax(torch.cat(phis, -1) if len(phis) > 1 else phis[0], dim=-1)  # [N, P, L]
-        A = torch.bmm(S, ft) if len(groups) == 1 else acc / ell             # [N, P, d]
+        A = _mix(S, f) if len(groups) == 1 else acc / ell                   # [N, P, d]
         ctx.save_for_backward(z, w1, b1, w2, b2, v, qh, wk, scale, S, A)
         # The hidden is an intermediate, kept on ctx (not save_for_backward) because the first
         # backward consumes it: its buffer becomes dL/da in place. A second backward (retain_graph)
@@ -150,8 +160,6 @@ class _TorchCore(torch.autograd.Function):
         D = ((gAt * A).sum(-1) + (gSt * S).sum(-1)).unsqueeze(-1)           # [N, P, 1]
         parts = {"w1": [], "b1": [], "w2": [], "b2": []}                      # per expert group
         g_z = g_v = g_qh = g_wk = g_scale = None
-        if not cosine:
-            vecs = torch.cat([gAt, v.transpose(0, 1)], dim=1)               # [N, 2P, d]
         for sl in _chunks(L, N, h, z.element_size()):
             Lc = sl.stop - sl.start
             a = _hidden(z, w1, b1, sl) if a_all is None else a_all[sl]      # [L_c, N, h]
@@ -186,10 +194,14 @@ class _TorchCore(torch.autograd.Function):
                 gf.addcmul_(Sc[:, 0, :].t().unsqueeze(-1), gAt[:, 0, :].unsqueeze(0))   # + S_l gA
                 buf = gf
             else:
-                coef = torch.cat([Sc, dphi * sc], dim=1).transpose(1, 2)    # [N, L_c, 2P]
-                buf = torch.bmm(coef, vecs)                                 # [N, L_c, d]
-                gf = buf.transpose(0, 1)                                    # [L_c, N, d] view
-                part = torch.bmm(dphi, ft)                                  # [N, P, d]
+                # gf_l = sum_p S_pl gA_p + sc dphi_pl v_p        (rank-2P per token, elementwise)
+                gf = Sc[:, 0, :].t().unsqueeze(-1) * gA[0]                  # [L_c, N, d]
+                gf.addcmul_((dphi[:, 0, :] * sc).t().unsqueeze(-1), v[0])
+                for p in range(1, v.shape[0]):                              # diff: second pair
+                    gf.addcmul_(Sc[:, p, :].t().unsqueeze(-1), gA[p])
+                    gf.addcmul_((dphi[:, p, :] * sc).t().unsqueeze(-1), v[p])
+                buf = gf
+                part = _mix(dphi, f)                                        # [N, P, d]
                 g_v = part if g_v is None else g_v + part
             del f, ft
             parts["b2"].append(gf.sum(1))
