@@ -163,7 +163,7 @@ def register(app: typer.Typer) -> None:
         with Progress(SpinnerColumn(), TextColumn("[bold]bench[/] {task.description}"), BarColumn(),
                       TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console,
                       transient=True) as prog:
-            task = prog.add_task("starting", total=len(selected) + 1)
+            task = prog.add_task("starting", total=len(selected) + 2)     # + the GEMM roofline, twice
             seen: list[str] = []
 
             def progress(name: str) -> None:
