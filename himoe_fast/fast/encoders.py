@@ -137,13 +137,12 @@ def eeg_forward(net, x: torch.Tensor) -> torch.Tensor:
     wt = net.temporal.weight.reshape(F1, net.k_t).repeat_interleave(D, dim=0)   # [F1*D, k_t]
     y = torch.matmul(ws, x).transpose(0, 1)                                  # [16, N, S]  spatial mix first
     y = depthwise_conv_cm(y, wt)                                             # temporal conv, per channel
-    y = act_pool(y, net.p1, 2, "elu")                                        # [16, N, S/p1]
+    y = F.avg_pool1d(F.elu(y), net.p1)                                       # [16, N, S/p1]
     y = _dropout(y, p, net.training)
     y = depthwise_conv_cm(y, net.depthwise.weight.reshape(F1 * D, net.k_s))  # separable: depthwise
     s1 = y.shape[-1]
     y = torch.mm(net.pointwise.weight.reshape(F2, F1 * D), y.reshape(F1 * D, N * s1)).view(F2, N, s1)
-    y = act_pool(y, s1 // net.POOL_OUT, 2, "elu") if s1 % net.POOL_OUT == 0 else \
-        F.adaptive_avg_pool1d(F.elu(y), net.POOL_OUT)                        # [F2, N, 8]
+    y = F.adaptive_avg_pool1d(F.elu(y), net.POOL_OUT)                        # [F2, N, 8]
     y = _dropout(y, p, net.training)
     flat = y.transpose(0, 1).reshape(N, F2 * net.POOL_OUT)                   # reference flatten order (f, t)
     return F.layer_norm(F.linear(flat, net.proj.weight, net.proj.bias), net.norm.normalized_shape,
@@ -155,55 +154,62 @@ def features_forward(net, x: torch.Tensor) -> torch.Tensor:
     return net(x)
 
 
-class ActPool(torch.autograd.Function):
-    """``AvgPool(p)`` (floor mode) of ``act(h)`` along ``dim``, with ``act`` = GELU (exact) or ELU.
+class GeluPool(torch.autograd.Function):
+    """``AvgPool(p)`` over the time axis of ``gelu(h)``, ``h`` time-major ``[N, L, C]`` -> ``[N, L // p, C]``.
 
-    Same numbers as ``avg_pool(act(h))``; the backward feeds the pooled gradient to the activation's
-    backward as a broadcast view (``grad / p`` expanded over each window) instead of materialising the
-    un-pooled gradient first, and only ``h`` is kept for backward.
+    Same numbers as ``mean(gelu(h).unflatten(1, (L // p, p)), 2)``, computed in token chunks of about
+    :data:`CHUNK_ELEMS` elements: the ``[N, L, C]``-sized GELU output and its gradient then never exist
+    as whole tensors (they would be the largest temporaries of the encoders), so the work stays in cache
+    and no large buffer is allocated and page-faulted per step. Only ``h`` is kept for backward; the
+    backward writes ``gelu'(h) * grad / p`` straight into the input gradient, chunk by chunk.
     """
 
     @staticmethod
-    def forward(ctx, h, p: int, dim: int, act: str):
-        L = h.shape[dim]
+    def forward(ctx, h, p: int):
+        N, L, C = h.shape
         L1 = L // p
-        hv = h.narrow(dim, 0, L1 * p) if L1 * p != L else h
-        a = F.gelu(hv) if act == "gelu" else F.elu(hv)
-        out = a.unflatten(dim, (L1, p)).mean(dim + 1)
+        out = h.new_empty((N, L1, C))
+        step = max(1, CHUNK_ELEMS // max(1, L * C))
+        for n0 in range(0, N, step):
+            hc = h[n0:n0 + step, : L1 * p]
+            torch.mean(F.gelu(hc).view(hc.shape[0], L1, p, C), 2, out=out[n0:n0 + step])
         ctx.save_for_backward(h)
-        ctx.cfg = (p, dim, act, L1)
+        ctx.p = p
         return out
 
     @staticmethod
     def backward(ctx, grad):
         (h,) = ctx.saved_tensors
-        p, dim, act, L1 = ctx.cfg
-        L = h.shape[dim]
-        hv = h.narrow(dim, 0, L1 * p) if L1 * p != L else h
-        shape4 = hv.unflatten(dim, (L1, p)).shape
-        g = (grad / p).unsqueeze(dim + 1).expand(shape4)
-        if dim == h.dim() - 1:      # a broadcast innermost axis would force a scalar (unvectorised) loop
-            g = g.contiguous()
-        h4 = hv.unflatten(dim, (L1, p))
-        if act == "gelu":
-            dh = torch.ops.aten.gelu_backward(g, h4)
-        else:
-            dh = torch.ops.aten.elu_backward(g, 1.0, 1, 1, False, h4)
-        dh = dh.flatten(dim, dim + 1)
-        if L1 * p != L:
-            full = h.new_zeros(h.shape)
-            full.narrow(dim, 0, L1 * p).copy_(dh)
-            dh = full
-        return dh, None, None, None
+        p = ctx.p
+        N, L, C = h.shape
+        L1 = L // p
+        exact = L1 * p == L
+        dh = h.new_empty(h.shape) if exact else h.new_zeros(h.shape)
+        grad = grad / p
+        step = max(1, CHUNK_ELEMS // max(1, L * C))
+        buf = h.new_empty((min(step, N), L1, p, C))
+        for n0 in range(0, N, step):
+            nc = min(step, N - n0)
+            g = buf[:nc]
+            g.copy_(grad[n0:n0 + nc].unsqueeze(2).expand(nc, L1, p, C))   # materialised: a broadcast
+            hc = h[n0:n0 + nc, : L1 * p].reshape(nc, L1, p, C)             # operand would be unvectorised
+            if exact:
+                torch.ops.aten.gelu_backward.grad_input(g, hc, grad_input=dh[n0:n0 + nc].view(nc, L1, p, C))
+            else:
+                torch.ops.aten.gelu_backward.grad_input(g, hc, grad_input=g)
+                dh[n0:n0 + nc, : L1 * p] = g.view(nc, L1 * p, C)
+        return dh, None
 
 
-def act_pool(h: torch.Tensor, p: int, dim: int, act: str) -> torch.Tensor:
-    """``avg_pool(act(h), p)`` along ``dim`` (floor mode); act: ``"gelu"`` | ``"elu"``."""
+#: target size (elements) of the token chunks of :class:`GeluPool` (~1 MiB of fp32)
+CHUNK_ELEMS = 1 << 18
+
+
+def gelu_pool(h: torch.Tensor, p: int) -> torch.Tensor:
+    """``AvgPool1d(p)`` (floor mode) of ``gelu(h)`` over dim 1 of a time-major ``[N, L, C]`` tensor."""
     if torch.is_grad_enabled() and h.requires_grad:
-        return ActPool.apply(h, p, dim, act)
-    L1 = h.shape[dim] // p
-    a = F.gelu(h) if act == "gelu" else F.elu(h)
-    return a.narrow(dim, 0, L1 * p).unflatten(dim, (L1, p)).mean(dim + 1)
+        return GeluPool.apply(h, p)
+    return _pool_last(F.gelu(h), p)
 
 
 def _pool_last(h: torch.Tensor, p: int) -> torch.Tensor:
@@ -248,10 +254,10 @@ def signal_group_forward(nets: list, grp: SignalGroup, xs: list[torch.Tensor], t
     w1 = cat([n.conv1.weight if n.conv1.weight.shape[1] == cmax else
               F.pad(n.conv1.weight, (0, 0, 0, cmax - n.conv1.weight.shape[1])) for n in nets])      # [G*16, cmax, k1]
     h = _conv_cl(xin.transpose(1, 2), w1, cat([n.conv1.bias for n in nets]), n0.k1 // 2, G)       # [N, S, G*16]
-    h = act_pool(h, n0.p, 1, "gelu")                                                               # [N, S/p, G*16]
+    h = gelu_pool(h, n0.p)                                                                         # [N, S/p, G*16]
     h = _conv_cl(h, cat([n.conv2.weight for n in nets]), cat([n.conv2.bias for n in nets]), 2, G)  # [N, S/p, G*32]
     L2 = h.shape[1]
-    h = act_pool(h, L2 // n0.POOL_OUT, 1, "gelu") if L2 % n0.POOL_OUT == 0 else \
+    h = gelu_pool(h, L2 // n0.POOL_OUT) if L2 % n0.POOL_OUT == 0 else \
         _adaptive_pool_last(F.gelu(h), n0.POOL_OUT)                                               # [N, 4, G*32]
     h = _dropout(h, n0.drop.p, training)
     P, C2 = n0.POOL_OUT, n0.C2
