@@ -135,7 +135,7 @@ def eeg_forward(net, x: torch.Tensor) -> torch.Tensor:
     N = x.shape[0]
     ws = net.spatial.weight.reshape(F1 * D, -1)                              # [F1*D, C]
     wt = net.temporal.weight.reshape(F1, net.k_t).repeat_interleave(D, dim=0)   # [F1*D, k_t]
-    y = torch.matmul(ws, x).transpose(0, 1)                                  # [16, N, S]  spatial mix first
+    y = F.conv1d(x, ws.unsqueeze(-1)).transpose(0, 1)                        # [16, N, S]  spatial mix first
     y = depthwise_conv_cm(y, wt)                                             # temporal conv, per channel
     y = F.avg_pool1d(F.elu(y), net.p1)                                       # [16, N, S/p1]
     y = _dropout(y, p, net.training)
