@@ -161,3 +161,15 @@ def test_triton_bf16_close_to_fp32_reference():
     ((z.float() * gz).sum() + (a.float() * ga).sum()).backward()
     torch.testing.assert_close(xb.grad.float(), g_r[0], atol=1e-1, rtol=1e-1)
     torch.testing.assert_close(bf[2].grad.float(), g_r[3], atol=1e-1, rtol=1e-1)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_backward_twice_with_retain_graph(backend):
+    bank, x, gz, ga = _setup(2, 7, 40, 72, 3, "some", "soft")
+    xf = x.clone().requires_grad_(True)
+    z, a = modality_bank(xf, *_params(bank), routing="soft", backend=backend)
+    loss = (z * gz).sum() + (a * ga).sum()
+    g1 = torch.autograd.grad(loss, [xf, bank.w1, bank.gate_weight], retain_graph=True)
+    g2 = torch.autograd.grad(loss, [xf, bank.w1, bank.gate_weight])
+    for u, v in zip(g1, g2):
+        torch.testing.assert_close(u, v, atol=0, rtol=0)

@@ -65,17 +65,21 @@ class ModalityBankTorchFunction(torch.autograd.Function):
         if routing != "soft":
             ctx.mark_non_differentiable(alpha)
             y = None
-        ctx.save_for_backward(wg, w1, w2, b2, alpha)
+        ctx.save_for_backward(x, wg, bg, w1, b1, w2, b2, alpha)
         # forward intermediates are kept on ctx (not save_for_backward) so that backward can drop
-        # each one as soon as it is used: lower peak memory than keeping all until backward ends
+        # each one as soon as it is used: lower peak memory than keeping all until backward ends.
+        # A second backward through a retained graph recomputes them from the saved inputs.
         ctx.stash = {"xe": xe, "hpre": hpre, "act": act, "y": y}
         return z, alpha
 
     @staticmethod
     def backward(ctx, dz, dalpha):
-        wg, w1, w2, b2, alpha = ctx.saved_tensors
+        x_in, wg, bg, w1, b1, w2, b2, alpha = ctx.saved_tensors
         st = ctx.stash
         ctx.stash = None
+        if st is None:                    # backward again (retain_graph=True): recompute
+            _, _, xe, hpre, act, y = _forward(x_in, wg, bg, w1, b1, w2, b2, ctx.routing)
+            st = {"xe": xe, "hpre": hpre, "act": act, "y": y if ctx.routing == "soft" else None}
         need = ctx.needs_input_grad
         M, K, d, h = w1.shape
         xe = st.pop("xe")
