@@ -55,7 +55,15 @@ def _forward(x, wg, bg, w1, b1, w2, b2, routing):
 
 
 class ModalityBankTorchFunction(torch.autograd.Function):
-    """Batched-torch Modality Expert Bank with a hand-written backward (see module docstring)."""
+    """Batched-torch Modality Expert Bank with a hand-written backward (see module docstring).
+
+    Memory: the forward intermediates are kept on ``ctx`` (not ``save_for_backward``) so that the
+    backward can drop each one as soon as it is used, and the backward writes its hidden-sized
+    temporaries into the buffers of intermediates it no longer needs (``dE`` and ``dx`` into ``y``'s,
+    ``dhpre`` into ``gelu(hpre)``'s): it allocates nothing large but the weight gradients, which keeps
+    the peak below the reference's and avoids page-faulting fresh buffers every step. A second
+    backward through a retained graph recomputes the intermediates from the saved inputs.
+    """
 
     @staticmethod
     def forward(ctx, x, wg, bg, w1, b1, w2, b2, routing: str):
@@ -64,11 +72,7 @@ class ModalityBankTorchFunction(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         if routing != "soft":
             ctx.mark_non_differentiable(alpha)
-            y = None
         ctx.save_for_backward(x, wg, bg, w1, b1, w2, b2, alpha)
-        # forward intermediates are kept on ctx (not save_for_backward) so that backward can drop
-        # each one as soon as it is used: lower peak memory than keeping all until backward ends.
-        # A second backward through a retained graph recomputes them from the saved inputs.
         ctx.stash = {"xe": xe, "hpre": hpre, "act": act, "y": y}
         return z, alpha
 
@@ -79,22 +83,24 @@ class ModalityBankTorchFunction(torch.autograd.Function):
         ctx.stash = None
         if st is None:                    # backward again (retain_graph=True): recompute
             _, _, xe, hpre, act, y = _forward(x_in, wg, bg, w1, b1, w2, b2, ctx.routing)
-            st = {"xe": xe, "hpre": hpre, "act": act, "y": y if ctx.routing == "soft" else None}
+            st = {"xe": xe, "hpre": hpre, "act": act, "y": y}
         need = ctx.needs_input_grad
         M, K, d, h = w1.shape
-        xe = st.pop("xe")
+        xe, y = st.pop("xe"), st.pop("y")                                            # [MK, N, d] each
         N = xe.shape[1]
         x = xe.view(M, K, N, d)[:, 0]                                                # [M, N, d] view
+        y4 = y.view(M, K, N, d)
         soft = ctx.routing == "soft"
         dx = dwg = dbg = dw1 = db1 = dw2 = db2 = None
         dlogits = None
         if dz is not None:
             dz = dz.contiguous()
-        y = st.pop("y")
         if soft:
             # dalpha_k = <dz, E_k> = <dz, y_k> + <dz, b2_k>  (+ the gradient of a loss on the gates)
-            da = alpha.new_zeros(alpha.shape) if dz is None else \
-                (y.view(M, K, N, d) * dz.unsqueeze(1)).sum(-1).transpose(1, 2) + torch.bmm(dz, b2.transpose(1, 2))
+            if dz is None:
+                da = alpha.new_zeros(alpha.shape)
+            else:
+                da = y4.mul_(dz.unsqueeze(1)).sum(-1).transpose(1, 2) + torch.bmm(dz, b2.transpose(1, 2))
             if dalpha is not None:
                 da = da + dalpha
             dlogits = alpha * (da - (alpha * da).sum(-1, keepdim=True))                # [M, N, K]
@@ -102,27 +108,24 @@ class ModalityBankTorchFunction(torch.autograd.Function):
                 dwg = torch.bmm(x.transpose(1, 2), dlogits)
             if need[2]:
                 dbg = dlogits.sum(1)
-        del y
         act, hpre = st.pop("act"), st.pop("hpre")
         if dz is not None:
             at = alpha.transpose(1, 2).contiguous().unsqueeze(-1)                      # [M, K, N, 1]
-            de = (dz.unsqueeze(1) * at).view(M * K, N, d)                              # dE_k = alpha_k dz
+            de = torch.mul(dz.unsqueeze(1), at, out=y4).view(M * K, N, d)              # dE_k = alpha_k dz
             if need[6]:
                 db2 = torch.bmm(alpha.transpose(1, 2), dz)                             # [M, K, d]
             if need[5]:
                 dw2 = torch.bmm(act.transpose(1, 2), de).view(M, K, h, d)
-            del act
             if need[0] or need[3] or need[4]:
-                dh = torch.bmm(de, w2.reshape(M * K, h, d).transpose(1, 2))            # [MK, N, h]
-                del de
-                dh = torch.ops.aten.gelu_backward.grad_input(dh, hpre, grad_input=dh)  # in place: dhpre
+                dh = torch.bmm(de, w2.reshape(M * K, h, d).transpose(1, 2), out=act)   # [MK, N, h]
+                torch.ops.aten.gelu_backward.grad_input(dh, hpre, grad_input=dh)      # in place: dhpre
                 del hpre
                 if need[4]:
                     db1 = dh.sum(1).view(M, K, h)
                 if need[3]:
                     dw1 = torch.bmm(xe.transpose(1, 2), dh).view(M, K, d, h)
                 if need[0]:
-                    dx = torch.bmm(dh, w1.reshape(M * K, d, h).transpose(1, 2)).view(M, K, N, d).sum(1)
+                    dx = torch.bmm(dh, w1.reshape(M * K, d, h).transpose(1, 2), out=de).view(M, K, N, d).sum(1)
         if need[0] and dlogits is not None:
             gx = torch.bmm(dlogits, wg.transpose(1, 2))
             dx = gx if dx is None else dx.add_(gx)
