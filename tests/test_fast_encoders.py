@@ -73,7 +73,7 @@ def test_eeg_forward_matches_eeg_encoder(channels, sfreq):
 def test_signal_group_matches_separate_encoders():
     specs = [ModalitySpec("a", 1, 64.0), ModalitySpec("b", 3, 64.0), ModalitySpec("c", 2, 64.0)]
     nets = [SignalEncoder(s, 1.0, 16, dropout=0.0) for s in specs]
-    grp = fe.SignalGroup(indices=[0, 1, 2], names=["a", "b", "c"], channels=[1, 3, 2], cmax=3)
+    grp = fe.SignalGroup(indices=[0, 1, 2], names=["a", "b", "c"], channels=[1, 3, 2])
     xs = [torch.randn(5, s.channels, 64) for s in specs]
     out = fe.signal_group_forward(nets, grp, xs, training=False)
     ref = torch.stack([n(x) for n, x in zip(nets, xs)])
