@@ -4,11 +4,13 @@ Plan (built once per model from the config, see :func:`plan_encoders`):
 
 * ``eeg`` (:class:`~himoe_fast.model.encoders.EEGEncoder`): the temporal conv ``(1, k_t)`` and the
   depthwise spatial conv ``(C, 1)`` are one linear map with no non-linearity between them, so the
-  fast path applies the spatial mix first (``[F1*D, C] @ x``: ``C -> 16`` channels) and then a
+  fast path applies the spatial mix first (a 1x1 conv, ``C -> F1*D = 16`` channels) and then a
   depthwise temporal conv whose filter for output channel ``o`` is the temporal filter ``o // D``.
   Zero 'same' padding commutes with the channel mix, so the numbers are identical up to fp
   reassociation, at ``~C * k_t / (C + k_t)`` times fewer multiply-adds (~ 8x at 32 channels, 128 Hz).
-  The rest of the stack runs as 1-D ops (pooling as ``avg_pool1d``, the pointwise conv as a GEMM).
+  The stack then runs channel-major (``[16, N, time]``): both depthwise convs (temporal and separable)
+  are batched Toeplitz GEMMs (:class:`ToeplitzDepthwiseConv`; oneDNN's depthwise conv with a 33-tap
+  kernel is slow), the pointwise conv is one GEMM, pooling is ``avg_pool1d``.
 * ``signal`` (:class:`~himoe_fast.model.encoders.SignalEncoder`): every signal modality with the same
   window length and kernel/pool sizes joins one *group*. The stack runs time-major (channels-last):
   the first conv (1-8 input channels, long kernel) per modality -- oneDNN runs such a conv ~3x faster
