@@ -171,7 +171,7 @@ class GeluPool(torch.autograd.Function):
         N, L, C = h.shape
         L1 = L // p
         out = h.new_empty((N, L1, C))
-        step = max(1, CHUNK_ELEMS // max(1, L * C))
+        step = _chunk_rows(h, L * C)
         for n0 in range(0, N, step):
             hc = h[n0:n0 + step, : L1 * p]
             torch.mean(F.gelu(hc).view(hc.shape[0], L1, p, C), 2, out=out[n0:n0 + step])
@@ -188,7 +188,7 @@ class GeluPool(torch.autograd.Function):
         exact = L1 * p == L
         dh = h.new_empty(h.shape) if exact else h.new_zeros(h.shape)
         grad = grad / p
-        step = max(1, CHUNK_ELEMS // max(1, L * C))
+        step = _chunk_rows(h, L * C)
         buf = h.new_empty((min(step, N), L1, p, C))
         for n0 in range(0, N, step):
             nc = min(step, N - n0)
@@ -203,8 +203,15 @@ class GeluPool(torch.autograd.Function):
         return dh, None
 
 
-#: target size (elements) of the token chunks of :class:`GeluPool` (~1 MiB of fp32)
+#: target size (elements) of the token chunks of :class:`GeluPool` on CPU (~1 MiB of fp32)
 CHUNK_ELEMS = 1 << 18
+
+
+def _chunk_rows(h: torch.Tensor, per_row: int) -> int:
+    """Tokens per chunk: cache-sized on CPU; one chunk on GPUs (no cache to win, launches to lose)."""
+    if h.device.type != "cpu":
+        return max(1, h.shape[0])
+    return max(1, CHUNK_ELEMS // max(1, per_row))
 
 
 def gelu_pool(h: torch.Tensor, p: int) -> torch.Tensor:
