@@ -12,9 +12,10 @@ gradients come out of ``bmm`` in the parameters' own layout)::
     z      = sum_k alpha_k y_k + alpha @ B2        [M, N, d]
 
 The gate scaling is applied to the ``d``-wide expert outputs rather than the ``h``-wide hidden (the
-same sum, fewer multiplies). A custom autograd Function saves what the reference's autograd would
-(``xe``, ``alpha``, ``hpre``, ``gelu(hpre)`` and, for soft routing, ``y``), writes ``gelu'`` in place
-into the hidden gradient, and runs the backward as five more bmm's:
+same sum, fewer multiplies). A custom autograd Function keeps ``xe``, ``alpha``, ``hpre``,
+``gelu(hpre)`` and ``y`` for backward, drops each as soon as it is used and reuses their buffers for
+the backward's temporaries (see :class:`ModalityBankTorchFunction`), and runs the backward as five
+more bmm's:
 
     dE_k = alpha_k dz;  dA = dE @ W2^T;  dW2 = gelu(hpre)^T dE;  dhpre = gelu'(hpre) dA
     dx = sum_k dhpre W1^T (+ dlogits Wg^T);  dW1 = xe^T dhpre;  dalpha_k = <dz, y_k + b2_k> (+ dalpha_ext)
