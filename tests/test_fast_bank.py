@@ -173,3 +173,31 @@ def test_backward_twice_with_retain_graph(backend):
     g2 = torch.autograd.grad(loss, [xf, bank.w1, bank.gate_weight])
     for u, v in zip(g1, g2):
         torch.testing.assert_close(u, v, atol=0, rtol=0)
+
+
+def test_workspace_reuse_and_gradient_accumulation():
+    """Two forwards before two backwards (gradient accumulation), then a reused workspace."""
+    from himoe_fast.fast import experts
+
+    experts.clear_workspace()
+    bank, x, gz, ga = _setup(2, 11, 40, 72, 3, "some", "soft")
+    x2 = torch.randn_like(x)
+    ref = []
+    for xi in (x, x2):
+        ref.append(_reference(bank, xi, gz, ga, "soft"))
+    outs = [modality_bank(xi.clone().requires_grad_(True), *_params(bank), routing="soft", backend="torch")
+            for xi in (x, x2)]
+    losses = [(z * gz).sum() + (a * ga).sum() for z, a in outs]
+    g2 = torch.autograd.grad(losses[1], _params(bank))
+    g1 = torch.autograd.grad(losses[0], _params(bank))
+    for got, want in ((g1, ref[0][2][1:]), (g2, ref[1][2][1:])):
+        for u, v in zip(got, want):
+            torch.testing.assert_close(u, v, **GRAD)
+    assert experts.workspace_bytes() > 0
+    for _ in range(2):                    # steps reusing the workspace give the same numbers
+        _check(bank, x2, gz, ga, "soft", "torch")
+    held = experts.workspace_bytes()
+    _check(bank, x, gz, ga, "soft", "torch")
+    assert experts.workspace_bytes() == held
+    experts.clear_workspace()
+    assert experts.workspace_bytes() == 0

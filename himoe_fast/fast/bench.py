@@ -22,6 +22,7 @@ Method:
   CPU: the peak of live bytes allocated during one call, replayed from the allocation and free events
   of ``torch.profiler`` (``profile_memory=True``) in time order, i.e. activations, saved tensors,
   temporaries and new gradient tensors, excluding what existed before the call (parameters, inputs).
+  The fast CPU bank's step-to-step workspace is emptied before the call, so it is counted too.
 * gemm_gflops: the machine's own ``torch.mm`` rate (square fp32 matrices; 1024 on CPU, 4096 on CUDA),
   measured in the same run before and after the rows (best of the repeats of both: the peak a busy,
   shared machine still reaches): the roofline the bank's GEMM rate is compared with.
@@ -47,7 +48,7 @@ from ..config import HiMoEConfig
 from ..model.himoe import HiMoE
 from ..ops import masked_ntxent
 from .encoders import encode_fast
-from .experts import modality_bank
+from .experts import clear_workspace, modality_bank
 from .model import to_fast
 from .parity import random_batch
 from .stages import fuse_fast, heads_fast
@@ -91,7 +92,13 @@ def _sync(device: torch.device) -> None:
 
 def time_pair(ref: Callable[[], object], fast: Callable[[], object], device: torch.device, warmup: int,
               repeats: int) -> tuple[float, float]:
-    """Median ms of ``ref`` and ``fast`` (alternating calls after warm-up)."""
+    """Median ms of ``ref`` and ``fast`` over ``repeats`` rounds after ``warmup`` rounds.
+
+    Each round runs ref then fast, and each timed call follows an untimed call of the same side: the
+    sides alternate (a load change on a shared machine hits both alike), yet each is timed in its own
+    steady state, as it would run in a training loop (heap, page mappings and caches as that side
+    leaves them, not as the other side does).
+    """
     for _ in range(warmup):
         ref()
         fast()
@@ -99,6 +106,7 @@ def time_pair(ref: Callable[[], object], fast: Callable[[], object], device: tor
     tr, tf = [], []
     for _ in range(max(1, repeats)):
         for fn, acc in ((ref, tr), (fast, tf)):
+            fn()
             _sync(device)
             t0 = time.perf_counter()
             fn()
@@ -108,7 +116,12 @@ def time_pair(ref: Callable[[], object], fast: Callable[[], object], device: tor
 
 
 def peak_mb(fn: Callable[[], object], device: torch.device) -> float:
-    """Peak extra memory (MiB) of one call of ``fn`` (see module docstring for the method)."""
+    """Peak extra memory (MiB) of one call of ``fn`` (see module docstring for the method).
+
+    The CPU bank's workspace (buffers it keeps from step to step) is emptied first, so its buffers are
+    allocated, and counted, inside the measured call.
+    """
+    clear_workspace()
     if device.type == "cuda":
         _sync(device)
         torch.cuda.reset_peak_memory_stats(device)

@@ -20,10 +20,13 @@ more bmm's:
     dE_k = alpha_k dz;  dA = dE @ W2^T;  dW2 = gelu(hpre)^T dE;  dhpre = gelu'(hpre) dA
     dx = sum_k dhpre W1^T (+ dlogits Wg^T);  dW1 = xe^T dhpre;  dalpha_k = <dz, y_k + b2_k> (+ dalpha_ext)
 
-No Python loop runs over modalities or experts.
+The large intermediates come from a per-thread :class:`Workspace` that is reused from step to step
+(PyTorch has no caching allocator on CPU). No Python loop runs over modalities or experts.
 """
 
 from __future__ import annotations
+
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -41,17 +44,76 @@ def _gates(logits: torch.Tensor, routing: str) -> torch.Tensor:
     return F.one_hot(logits.argmax(dim=-1), logits.shape[-1]).to(logits.dtype)
 
 
+class Workspace(threading.local):
+    """Per-thread free list of the CPU bank's large intermediates, reused from step to step.
+
+    PyTorch has no caching allocator on CPU: every step would allocate the ``[M*K, N, h]``
+    intermediates afresh, and glibc hands large freed blocks back to the OS, so each step also pays a
+    page fault per 4 KiB of them (measurable on VMs). The bank's own intermediates (never returned to
+    the caller) are therefore taken from and given back to this list; :func:`workspace_bytes` reports
+    what it holds (``himoe-fast bench`` adds it to the fast side's peak memory), :func:`clear_workspace`
+    frees it. At most :data:`MAX_PER_KEY` buffers per shape and :data:`MAX_KEYS` shapes are kept.
+    """
+
+    def __init__(self):
+        self.free: dict[tuple, list[torch.Tensor]] = {}
+
+    def take(self, shape, like: torch.Tensor) -> torch.Tensor:
+        key = (tuple(shape), like.dtype, like.device)
+        lst = self.free.get(key)
+        if lst:
+            return lst.pop()
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+
+    def give(self, *tensors) -> None:
+        for t in tensors:
+            if t is None or t.device.type != "cpu":
+                continue
+            key = (tuple(t.shape), t.dtype, t.device)
+            lst = self.free.setdefault(key, [])
+            if len(lst) < MAX_PER_KEY:
+                lst.append(t)
+            self.free[key] = self.free.pop(key)              # most recently used last
+        while len(self.free) > MAX_KEYS:
+            self.free.pop(next(iter(self.free)))
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for lst in self.free.values() for t in lst)
+
+
+MAX_PER_KEY = 2
+MAX_KEYS = 8
+_WS = Workspace()
+
+
+def workspace_bytes() -> int:
+    """Bytes held by this thread's bank workspace."""
+    return _WS.nbytes()
+
+
+def clear_workspace() -> None:
+    _WS.free.clear()
+
+
 def _forward(x, wg, bg, w1, b1, w2, b2, routing):
+    """Returns z, alpha and the intermediates (xe, hpre, act, y), the latter from the workspace."""
     M, N, d = x.shape
     K, h = w1.shape[1], w1.shape[3]
+    ws = _WS if x.device.type == "cpu" else None
+    take = ws.take if ws is not None else (lambda shape, like: torch.empty(shape, dtype=like.dtype, device=like.device))
     logits = torch.baddbmm(bg.unsqueeze(1), x, wg)                                   # [M, N, K]
     alpha = _gates(logits, routing)
-    xe = x.unsqueeze(1).expand(M, K, N, d).reshape(M * K, N, d)                      # [MK, N, d]
-    hpre = torch.bmm(xe, w1.reshape(M * K, d, h)).add_(b1.reshape(M * K, 1, h))      # [MK, N, h]
-    act = F.gelu(hpre)
-    y = torch.bmm(act, w2.reshape(M * K, h, d))                                      # [MK, N, d] = E_k - b2_k
+    xe = take((M * K, N, d), x)
+    xe.view(M, K, N, d).copy_(x.unsqueeze(1).expand(M, K, N, d))                      # [MK, N, d]
+    hpre = torch.bmm(xe, w1.reshape(M * K, d, h), out=take((M * K, N, h), x))        # [MK, N, h]
+    hpre.add_(b1.reshape(M * K, 1, h))
+    act = torch.ops.aten.gelu.out(hpre, out=take((M * K, N, h), x))
+    y = torch.bmm(act, w2.reshape(M * K, h, d), out=take((M * K, N, d), x))          # [MK, N, d] = E_k - b2_k
     at = alpha.transpose(1, 2).unsqueeze(-1)                                          # [M, K, N, 1]
-    z = (y.view(M, K, N, d) * at).sum(1).baddbmm_(alpha, b2)                          # [M, N, d]
+    tmp = torch.mul(y.view(M, K, N, d), at, out=take((M, K, N, d), x))
+    z = tmp.sum(1).baddbmm_(alpha, b2)                                                # [M, N, d]
+    if ws is not None:
+        ws.give(tmp)
     return z, alpha, xe, hpre, act, y
 
 
@@ -120,7 +182,6 @@ class ModalityBankTorchFunction(torch.autograd.Function):
             if need[0] or need[3] or need[4]:
                 dh = torch.bmm(de, w2.reshape(M * K, h, d).transpose(1, 2), out=act)   # [MK, N, h]
                 torch.ops.aten.gelu_backward.grad_input(dh, hpre, grad_input=dh)      # in place: dhpre
-                del hpre
                 if need[4]:
                     db1 = dh.sum(1).view(M, K, h)
                 if need[3]:
@@ -132,6 +193,9 @@ class ModalityBankTorchFunction(torch.autograd.Function):
             dx = gx if dx is None else dx.add_(gx)
         elif need[0] and dx is None:
             dx = torch.zeros_like(x)
+        if xe.device.type == "cpu":
+            del x
+            _WS.give(xe, y, act, hpre)        # none of them is referenced by the returned gradients
         return dx, dwg, dbg, dw1, db1, dw2, db2, None
 
 
@@ -142,7 +206,9 @@ def modality_bank_torch(x, gate_weight, gate_bias, w1, b1, w2, b2, routing: str 
     x = x.contiguous()
     if torch.is_grad_enabled() and any(t.requires_grad for t in (x, gate_weight, gate_bias, w1, b1, w2, b2)):
         return ModalityBankTorchFunction.apply(x, gate_weight, gate_bias, w1, b1, w2, b2, routing)
-    z, alpha = _forward(x, gate_weight, gate_bias, w1, b1, w2, b2, routing)[:2]
+    z, alpha, *inter = _forward(x, gate_weight, gate_bias, w1, b1, w2, b2, routing)
+    if x.device.type == "cpu":
+        _WS.give(*inter)
     return z, alpha
 
 
