@@ -52,7 +52,8 @@ EOF
 # 1. parity tests on the GPU (no interpreter); one fixed kernel config so that many odd test
 #    shapes do not each trigger an autotuning sweep
 run_step parity_tests "$TESTS_TIMEOUT" env HIMOE_FAST_AUTOTUNE=0 "$PY" -m pytest -q -p no:cacheprovider \
-    tests/test_fast_bank.py tests/test_fast_model.py tests/test_fast_router.py tests/test_fast_cli.py \
+    tests/test_fast_bank.py tests/test_fast_encoders.py tests/test_fast_model.py tests/test_fast_router.py \
+    tests/test_fast_cli.py \
     --junitxml="$DIR/parity_tests.xml"
 
 # 2. the parity CLI at the DEAP preset: fp32 (DESIGN.md tolerances) for every router, bf16 for one
