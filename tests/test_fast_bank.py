@@ -193,7 +193,7 @@ def test_workspace_reuse_and_gradient_accumulation():
     for got, want in ((g1, ref[0][2][1:]), (g2, ref[1][2][1:])):
         for u, v in zip(got, want):
             torch.testing.assert_close(u, v, **GRAD)
-    assert experts.workspace_bytes() > 0
+    assert experts.workspace_bytes() > 0 or DEVICE != "cpu"     # the workspace serves CPU tensors only
     for _ in range(2):                    # steps reusing the workspace give the same numbers
         _check(bank, x2, gz, ga, "soft", "torch")
     held = experts.workspace_bytes()
