@@ -284,7 +284,7 @@ INTERP_TOKEN_CONFIG = {"BLOCK_N": 32, "BLOCK_H": 64}
 INTERP_REDUCE_CONFIG = {"BLOCK_I": 32, "BLOCK_J": 64, "BLOCK_R": 32}
 #: fixed GPU configs when autotuning is off (``HIMOE_FAST_AUTOTUNE=0``: e.g. parity tests over many
 #: shapes, where tuning every shape would cost more than the tests)
-GPU_TOKEN_CONFIG = {"BLOCK_N": 64, "BLOCK_H": 64, "num_warps": 4, "num_stages": 2}
+GPU_TOKEN_CONFIG = {"BLOCK_N": 32, "BLOCK_H": 32, "num_warps": 4, "num_stages": 2}
 GPU_REDUCE_CONFIG = {"BLOCK_I": 64, "BLOCK_J": 64, "BLOCK_R": 32, "num_warps": 4, "num_stages": 3}
 AUTOTUNE = not INTERPRET and os.environ.get("HIMOE_FAST_AUTOTUNE", "1").strip() != "0"
 
@@ -315,7 +315,7 @@ def _token_meta(D: int):
         return dict(INTERP_TOKEN_CONFIG)
     meta = dict(GPU_TOKEN_CONFIG)
     bd = _pow2(D)
-    meta["BLOCK_N"] = 64 if bd <= 128 else 32 if bd <= 256 else 16     # whole rows stay on chip
+    meta["BLOCK_N"] = 32 if bd <= 128 else 16                          # whole rows stay on chip
     return meta
 
 
