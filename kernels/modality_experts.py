@@ -49,7 +49,7 @@ INTERPRET = bool(triton.knobs.runtime.interpret) if hasattr(triton, "knobs") els
     os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 ROUTING_IDS = {"soft": 0, "uniform": 1, "top1": 2}
-MAX_D = 512           # whole feature rows live in registers / shared memory
+MAX_D = 256           # whole feature rows live in registers / shared memory
 _SQRT1_2 = 0.7071067811865476
 _INV_SQRT_2PI = 0.3989422804014327
 

@@ -223,5 +223,7 @@ def modality_bank(x: torch.Tensor, gate_weight: torch.Tensor, gate_bias: torch.T
     """
     if resolve(backend, x.device) == "triton":
         kern = load_kernel_module("modality_experts", x.device)
-        return kern.modality_experts(x, gate_weight, gate_bias, w1, b1, w2, b2, routing)
+        if backend == "triton" or x.shape[-1] <= kern.MAX_D:
+            return kern.modality_experts(x, gate_weight, gate_bias, w1, b1, w2, b2, routing)
+        # auto: rows wider than the kernels keep on chip run the batched torch path (CUDA too)
     return modality_bank_torch(x, gate_weight, gate_bias, w1, b1, w2, b2, routing)
