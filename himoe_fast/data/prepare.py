@@ -264,7 +264,8 @@ def _window_subject(tr: _Trials, cfg: HiMoEConfig, stride_s: float
 # ------------------------------------------------------------------------------------ progress
 @contextmanager
 def _progress(enabled: bool, total: int, description: str) -> Iterator:
-    """Rich progress bar on stderr; where stderr is not a terminal (logs, CI), a start and an end line."""
+    """Rich progress bar on stderr (transient: gone when done, so an error stays a single line);
+    where stderr is not a terminal (logs, CI), a start and an end line on stdout instead."""
     import time
 
     from rich.console import Console
@@ -273,12 +274,13 @@ def _progress(enabled: bool, total: int, description: str) -> Iterator:
 
     console = Console(stderr=True)
     plain = enabled and not console.is_terminal
+    log = Console(stderr=False)
     t0 = time.perf_counter()
     if plain:
-        console.print(f"{description}: {total} step(s)...", highlight=False)
+        log.print(f"{description}: {total} step(s)...", highlight=False)
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-                  disable=not enabled or plain, transient=False) as bar:
+                  disable=not enabled or plain, transient=True) as bar:
         task = bar.add_task(description, total=total)
 
         def advance(label: str | None = None) -> None:
@@ -286,7 +288,7 @@ def _progress(enabled: bool, total: int, description: str) -> Iterator:
 
         yield advance
     if plain:
-        console.print(f"{description}: done in {time.perf_counter() - t0:.1f} s", highlight=False)
+        log.print(f"{description}: done in {time.perf_counter() - t0:.1f} s", highlight=False)
 
 
 # ------------------------------------------------------------------------------------ cache I/O
