@@ -289,7 +289,7 @@ def test_subjects_more_than_available(deap_dir, tmp_path):
 
 def test_progress_bar_runs(deap_dir, tmp_path, capsys):
     _prep(deap_dir, _cfg(("gsr",)), tmp_path, progress=True, subjects=1, use_cache=False)
-    assert "preprocessing DEAP" in capsys.readouterr().err
+    assert "preprocessing DEAP" in capsys.readouterr().out   # not a terminal: plain progress lines on stdout
 
 
 # ------------------------------------------------------------------------------------ DREAMER
