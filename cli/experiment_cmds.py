@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import fail, parse_list, user_errors
-from .train_cmds import (BatchSize, DataDir, Dataset, Epochs, Folds, Lr, MaxFolds, MissingRate, Modalities,
+from .train_cmds import (BatchSize, DataDir, Dataset, Epochs, Folds, Impl, Lr, MaxFolds, MissingRate, Modalities,
                          Patience, Procs, Protocol, SeqLen, Split, Stride, Subjects, build_run_config, default_out)
 
 
@@ -19,7 +19,8 @@ def register(app: typer.Typer) -> None:
         expert_counts: Annotated[Optional[str], typer.Option(help="emotion-expert counts for Fig. 4b ('' to skip)")] = "1,2,4,8,16",
         dataset: Dataset = "synthetic", data_dir: DataDir = None, modalities: Modalities = None,
         protocol: Protocol = None, folds: Folds = 10, split: Split = "trial", epochs: Epochs = None,
-        batch_size: BatchSize = 32, lr: Lr = 1e-3, missing_rate: MissingRate = 0.0, procs: Procs = 1,
+        batch_size: BatchSize = 32, lr: Lr = 1e-3, missing_rate: MissingRate = 0.0, impl: Impl = "reference",
+        procs: Procs = 1,
         subjects: Subjects = None, seq_len: SeqLen = 8, stride: Stride = None, patience: Patience = 10,
         max_folds: MaxFolds = None,
         out: Annotated[Optional[Path], typer.Option(help="sweep directory (default runs/ablate-<dataset>-<time>)")] = None,
@@ -41,7 +42,7 @@ def register(app: typer.Typer) -> None:
         base = build_run_config(
             dataset=dataset, data_dir=data_dir, modalities=modalities, task="regression", protocol=protocol,
             folds=folds, split=split, epochs=epochs, batch_size=batch_size, lr=lr, missing_rate=missing_rate,
-            missing_per_step=False, impl="reference", backend="auto", gpus=0, procs=procs, parallel="ddp",
+            missing_per_step=False, impl=impl, backend="auto", gpus=0, procs=procs, parallel="ddp",
             subjects=subjects, seed=0, router="dot", routing="soft", emotion_bank=True, align_weight=0.1,
             seq_len=seq_len, window=1.0, stride=stride, lag=None, patience=patience, max_folds=max_folds,
             model="himoe", out=out)

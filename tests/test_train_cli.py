@@ -117,11 +117,12 @@ def test_crashed_rank_stops_the_others_quickly(tmp_path, cache_dir):
 
 def test_robustness_sweep_writes_csv_table_and_plot(tmp_path, cache_dir):
     out = tmp_path / "rob"
-    res = run_cli(["robustness", "--rates", "0,0.3", "--seeds", "0", "--epochs", "1", *SMALL, "--protocol", "holdout",
-                   "--out", out], cache_dir)
+    res = run_cli(["robustness", "--models", "himoe,late_fusion", "--rates", "0,0.3", "--seeds", "0", "--epochs", "1",
+                   *SMALL, "--protocol", "holdout", "--impl", "fast", "--out", out], cache_dir)
     assert res.returncode == 0, res.stderr
     lines = (out / "robustness.csv").read_text().splitlines()
-    assert lines[0] == "model,rate,seed,ccc_mean" and len(lines) == 3
+    assert lines[0] == "model,rate,seed,ccc_mean" and len(lines) == 5
+    assert {line.split(",")[0] for line in lines[1:]} == {"himoe", "late_fusion"}
     assert (out / "robustness.png").read_bytes()[:4] == b"\x89PNG"
     assert "Missing Rate" in res.stdout
 
@@ -182,3 +183,33 @@ def test_impl_fast_trains_to_the_same_metrics_as_reference(trained_run, tmp_path
     ref = json.loads((trained_run / "metrics.json").read_text())
     for key in ("ccc", "mae"):
         assert fast[key]["mean"] == pytest.approx(ref[key]["mean"], abs=2e-3)
+
+
+@pytest.mark.parametrize("model", ["late_fusion", "bilstm", "tacoformer", "ianet"])
+def test_train_baselines(model, tmp_path, cache_dir):
+    res = run_cli(["train", *SMALL, "--epochs", "1", "--protocol", "holdout", "--model", model, "--no-progress",
+                   "--out", tmp_path / model], cache_dir)
+    assert res.returncode == 0, res.stderr
+    state = torch.load(tmp_path / model / "fold_holdout" / "model.pt", weights_only=True)
+    assert state["extra"]["model_name"] == model
+    assert np.isfinite(json.loads((tmp_path / model / "metrics.json").read_text())["mae"]["mean"])
+
+
+def test_ablate_writes_table6_and_expert_count(tmp_path, cache_dir):
+    out = tmp_path / "abl"
+    res = run_cli(["ablate", "--seeds", "0", "--expert-counts", "1,2", "--epochs", "1", *SMALL, "--protocol", "holdout",
+                   "--out", out], cache_dir)
+    assert res.returncode == 0, res.stderr
+    rows = (out / "ablation.csv").read_text().splitlines()
+    assert rows[0] == "variant,seed,ccc_mean,pcc_mean,mae_mean" and len(rows) == 5
+    assert any(r.startswith("w/o Soft Routing") for r in rows)
+    assert len((out / "expert_count.csv").read_text().splitlines()) == 3
+    assert (out / "expert_count.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Full Model" in res.stdout
+
+
+def test_plots_of_a_run(trained_run, cache_dir):
+    res = run_cli(["plots", trained_run, "--missing-rate", "0.3"], cache_dir)
+    assert res.returncode == 0, res.stderr
+    for name in ("trajectories.png", "routing_heatmap.png"):
+        assert (trained_run / name).read_bytes()[:4] == b"\x89PNG"

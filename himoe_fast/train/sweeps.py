@@ -49,8 +49,10 @@ def robustness_sweep(base: RunConfig, models: Sequence[str], rates: Sequence[flo
                 if resume and metrics_file.exists():
                     metrics = json.loads(metrics_file.read_text())
                 else:
+                    impl = base.train.impl if model == "himoe" else "reference"   # baselines have no fast path
                     rc = replace(base, out=str(run_dir), progress=False, resume=False,
-                                 train=replace(base.train, missing_rate=float(rate), seed=int(seed), model_name=model))
+                                 train=replace(base.train, missing_rate=float(rate), seed=int(seed), model_name=model,
+                                               impl=impl))
                     metrics = run_experiment(rc, data=data)
                 row = {"model": model, "rate": float(rate), "seed": int(seed), "ccc_mean": float(metrics["ccc"]["mean"])}
                 rows.append(row)
