@@ -105,6 +105,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .common import gelu as _gelu, gelu_grad as _gelu_grad
+
 COSINE_EPS = 1e-6                     # == himoe_fast.model.router.COSINE_EPS
 MODE_DOT, MODE_COSINE, MODE_DIFF = 0, 1, 2
 _MODES = {"dot": MODE_DOT, "cosine": MODE_COSINE, "diff": MODE_DIFF}
@@ -130,20 +132,6 @@ def _interpret(device: torch.device) -> bool:
 # ----------------------------------------------------------------------------------------------
 # device helpers
 # ----------------------------------------------------------------------------------------------
-
-@triton.jit
-def _gelu(a):
-    # exact erf GELU, a: fp32
-    return 0.5 * a * (1.0 + tl.erf(a * 0.7071067811865476))
-
-
-@triton.jit
-def _gelu_grad(a):
-    # d gelu / d a = Phi(a) + a * pdf(a)
-    cdf = 0.5 * (1.0 + tl.erf(a * 0.7071067811865476))
-    pdf = tl.exp(-0.5 * a * a) * 0.3989422804014327
-    return cdf + a * pdf
-
 
 @triton.jit
 def _expert_out(z, W1, B1, W2, B2, l, offs_d, mask_d, D, H,

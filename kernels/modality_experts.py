@@ -45,6 +45,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .common import gelu as _gelu, gelu_grad as _gelu_grad
+
 INTERPRET = bool(triton.knobs.runtime.interpret) if hasattr(triton, "knobs") else \
     os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -55,20 +57,6 @@ _INV_SQRT_2PI = 0.3989422804014327
 
 
 # ------------------------------------------------------------------------------------------ helpers
-@triton.jit
-def _gelu(x):
-    """Exact (erf) GELU, as ``F.gelu``: ``0.5 x (1 + erf(x / sqrt 2))``."""
-    return 0.5 * x * (1.0 + tl.erf(x * 0.7071067811865476))
-
-
-@triton.jit
-def _gelu_grad(x):
-    """``d gelu / dx = Phi(x) + x phi(x)``."""
-    cdf = 0.5 * (1.0 + tl.erf(x * 0.7071067811865476))
-    pdf = tl.exp(-0.5 * x * x) * 0.3989422804014327
-    return cdf + x * pdf
-
-
 @triton.jit
 def _gates(logits, mask_k, K, ROUTING: tl.constexpr):
     """logits ``[BLOCK_N, BLOCK_K]`` (fp32; columns >= K are padding) -> alpha (fp32, 0 in padding)."""

@@ -13,14 +13,7 @@ from himoe_fast.fast.experts import modality_bank
 from himoe_fast.model.experts import ModalityExpertBank
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    """Tiny shapes: one intra-op thread avoids OpenMP barrier stalls on a shared, loaded CPU (with two
-    threads a busy machine turns each parallel region into a scheduler wait)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

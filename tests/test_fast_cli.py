@@ -9,14 +9,7 @@ from typer.testing import CliRunner
 from himoe_fast.cli.app import app
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    """Tiny shapes: one intra-op thread avoids OpenMP barrier stalls on a shared, loaded CPU (with two
-    threads a busy machine turns each parallel region into a scheduler wait)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 runner = CliRunner()

@@ -12,12 +12,7 @@ FWD = dict(atol=1e-5, rtol=1e-4)
 GRAD = dict(atol=1e-4, rtol=1e-3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_cpu_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 @pytest.mark.parametrize("L,p", [(32, 4), (35, 4), (7, 7), (9, 2)])
