@@ -29,19 +29,13 @@ from __future__ import annotations
 import threading
 
 import torch
-import torch.nn.functional as F
 
+from ..model.experts import gate_weights
 from .backend import load_kernel_module, resolve
 
 ROUTINGS = ("soft", "uniform", "top1")
 
 
-def _gates(logits: torch.Tensor, routing: str) -> torch.Tensor:
-    if routing == "soft":
-        return torch.softmax(logits, dim=-1)
-    if routing == "uniform":
-        return torch.full_like(logits, 1.0 / logits.shape[-1])
-    return F.one_hot(logits.argmax(dim=-1), logits.shape[-1]).to(logits.dtype)
 
 
 class Workspace(threading.local):
@@ -102,7 +96,7 @@ def _forward(x, wg, bg, w1, b1, w2, b2, routing):
     ws = _WS if x.device.type == "cpu" else None
     take = ws.take if ws is not None else (lambda shape, like: torch.empty(shape, dtype=like.dtype, device=like.device))
     logits = torch.baddbmm(bg.unsqueeze(1), x, wg)                                   # [M, N, K]
-    alpha = _gates(logits, routing)
+    alpha = gate_weights(logits, routing)
     xe = take((M * K, N, d), x)
     xe.view(M, K, N, d).copy_(x.unsqueeze(1).expand(M, K, N, d))                      # [MK, N, d]
     hpre = torch.bmm(xe, w1.reshape(M * K, d, h), out=take((M * K, N, h), x))        # [MK, N, h]
