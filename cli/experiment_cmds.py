@@ -86,12 +86,12 @@ def register(app: typer.Typer) -> None:
 
         if not 0.0 <= missing_rate < 1.0:
             fail(f"--missing-rate must be in [0, 1), got {missing_rate}")
-        fold_dirs = sorted(run.glob("fold_*")) if run.is_dir() else []
+        fold_dirs = sorted(run.glob("folds/*")) if run.is_dir() else []
         if fold is not None:
-            fold_dirs = [d for d in fold_dirs if d.name == f"fold_{fold}"]
+            fold_dirs = [d for d in fold_dirs if d.name == fold]
         fold_dirs = [d for d in fold_dirs if (d / "model.pt").exists() and (d / "predictions.npz").exists()]
         if not fold_dirs:
-            fail(f"{run}: no finished fold (fold_*/model.pt and predictions.npz) to plot")
+            fail(f"{run}: no finished fold (folds/*/model.pt and predictions.npz) to plot")
         fd = fold_dirs[0]
         with user_errors():
             pred, true, subj = subject_trajectory(fd / "predictions.npz", subject)

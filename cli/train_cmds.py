@@ -207,12 +207,16 @@ def register(app: typer.Typer) -> None:
                 fail("--resume needs --out DIR of the run to continue")
             if not (Path(out) / "config.json").exists():
                 fail(f"--resume: {out} holds no run to resume (no config.json)")
-            if not any(Path(out).glob("fold_*/checkpoint.pt")):
+            if not any(Path(out).glob("folds/*/checkpoint.pt")):
                 fail(f"--resume: {out} holds no checkpoint to resume from")
             saved = json.loads((Path(out) / "config.json").read_text())
             rc = RunConfig.from_dict(saved, out=str(out), resume=True, progress=progress)
             typer.echo(f"resuming {out}")
         else:
+            from himoe_fast.train.distributed import launched_by_torchrun
+
+            if out is None and launched_by_torchrun():
+                fail("under torchrun, pass --out DIR (one run directory shared by all ranks)")
             out = out or default_out("train", dataset)
             if (Path(out) / "config.json").exists():
                 fail(f"--out {out} already holds a run; pass --resume to continue it or choose another --out")

@@ -55,9 +55,9 @@ def test_train_writes_config_metrics_and_checkpoints(trained_run):
     config = json.loads((trained_run / "config.json").read_text())
     assert config["model"]["modalities"][0]["name"] == "eeg" and config["train"]["epochs"] == 2
     assert (trained_run / "folds.csv").read_text().startswith("fold,")
-    state = torch.load(trained_run / "fold_holdout" / "model.pt", weights_only=True)
+    state = torch.load(trained_run / "folds" / "holdout" / "model.pt", weights_only=True)
     assert "modality_bank.w1" in state["state_dict"]
-    ckpt = torch.load(trained_run / "fold_holdout" / "checkpoint.pt", weights_only=True)
+    ckpt = torch.load(trained_run / "folds" / "holdout" / "checkpoint.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "epoch", "rng"} <= set(ckpt)
     assert not list(trained_run.rglob("*.tmp"))
 
@@ -190,7 +190,7 @@ def test_train_baselines(model, tmp_path, cache_dir):
     res = run_cli(["train", *SMALL, "--epochs", "1", "--protocol", "holdout", "--model", model, "--no-progress",
                    "--out", tmp_path / model], cache_dir)
     assert res.returncode == 0, res.stderr
-    state = torch.load(tmp_path / model / "fold_holdout" / "model.pt", weights_only=True)
+    state = torch.load(tmp_path / model / "folds" / "holdout" / "model.pt", weights_only=True)
     assert state["extra"]["model_name"] == model
     assert np.isfinite(json.loads((tmp_path / model / "metrics.json").read_text())["mae"]["mean"])
 

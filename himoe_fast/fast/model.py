@@ -89,8 +89,8 @@ class FastHiMoE(HiMoE):
         pred = heads_fast(self.heads, e)                                         # [N, n_targets]
         if compute_alignment is None:
             compute_alignment = cfg.align_weight > 0
-        align = masked_ntxent(Z, present_mn, cfg.temperature, backend=self.ntxent_backend) \
-            if compute_alignment else Z.new_zeros(())
+        align = masked_ntxent(Z.float(), present_mn, cfg.temperature, backend=self.ntxent_backend) \
+            if compute_alignment else Z.new_zeros((), dtype=torch.float32)       # fp32, as the reference
         d, K = Z.shape[-1], alpha.shape[-1]
         return HiMoEOutput(
             pred=pred.reshape(B, T, -1),

@@ -68,6 +68,7 @@ def emotion_loss(pred: torch.Tensor, labels: torch.Tensor, label_mask: torch.Ten
     """``L_emo``: MSE (regression) or BCE-with-logits on ``labels >= threshold`` (binary), averaged over
     the entries where ``label_mask`` is true (0 when none is). Masked labels may be NaN."""
     label_mask = label_mask.to(torch.bool)
+    pred = pred.float()                       # the loss is always computed in fp32 (bf16 autocast on GPU)
     safe = torch.where(label_mask, labels, torch.zeros_like(labels)).to(pred.dtype)
     if task == "regression":
         err = (pred - safe) ** 2
@@ -116,7 +117,7 @@ class HiMoE(nn.Module):
     def alignment(self, Z: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         """Masked NT-Xent (Eq. 1, 7) with positives = the same window in two modalities."""
         B, T, M, d = Z.shape
-        z = Z.permute(2, 0, 1, 3).reshape(M, B * T, d)
+        z = Z.permute(2, 0, 1, 3).reshape(M, B * T, d).float()   # fp32 even under bf16 autocast
         p = present.permute(2, 0, 1).reshape(M, B * T)
         return masked_ntxent(z, p, self.cfg.temperature, backend=self.ntxent_backend)
 

@@ -22,7 +22,7 @@ from .loop import fold_metrics, predict
 
 
 def natural_key(name: str) -> list:
-    """``fold_2`` sorts before ``fold_10``."""
+    """``fold2`` sorts before ``fold10``."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
@@ -33,9 +33,9 @@ def model_paths(path: str | Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such checkpoint or run directory")
-    found = sorted(path.glob("fold_*/model.pt"), key=lambda p: natural_key(p.parent.name))
+    found = sorted(path.glob("folds/*/model.pt"), key=lambda p: natural_key(p.parent.name))
     if not found:
-        raise FileNotFoundError(f"{path}: no fold_*/model.pt checkpoints in this directory")
+        raise FileNotFoundError(f"{path}: no folds/*/model.pt checkpoints in this directory")
     return found
 
 

@@ -7,7 +7,7 @@ it repeatedly). A run directory holds::
     metrics.json         {"ccc": {target: mean over folds, ..., "mean"}, "pcc", "mae" (+ "acc", "f1"),
                           "std": {...}, "per_fold": [...], ...}
     folds.csv            one row per fold: metric_target columns
-    fold_<name>/         checkpoint.pt (resume state), model.pt (best weights), predictions.npz, result.json
+    folds/<name>/        checkpoint.pt (resume state), model.pt (best weights), predictions.npz, result.json
 
 Execution modes: one process; ``world_size > 1`` with ``parallel="ddp"`` (every fold trained by all
 ranks with DistributedDataParallel); ``parallel="folds"`` (independent folds spread over the ranks,
@@ -129,7 +129,7 @@ def build_splits(rc: RunConfig, data) -> list:
 
 # ------------------------------------------------------------------------------------------ workers
 def _fold_dir(out: Path, split) -> Path:
-    return out / f"fold_{split.name}"
+    return out / "folds" / split.name
 
 
 def _load_done(fold_dir: Path) -> FoldResult | None:

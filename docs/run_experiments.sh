@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Reproduces docs/EXPERIMENTS.md on the synthetic data (2-core CPU: about 2 hours in all).
+#   bash docs/run_experiments.sh [OUT_DIR]      (default runs/experiments)
+# Each step's wall time is appended to OUT_DIR/timings.tsv.
+set -euo pipefail
+OUT="${1:-runs/experiments}"
+mkdir -p "$OUT"
+COMMON=(--subjects 4 --epochs 10)
+
+step() {   # step NAME CMD...
+  local name="$1"; shift
+  local t0=$SECONDS
+  echo "=== $name: $*"
+  "$@" 2>&1 | tee "$OUT/$name.log"
+  printf '%s\t%s\t%s\n' "$name" "$((SECONDS - t0))" "$*" >> "$OUT/timings.tsv"
+}
+
+# Table 2-style overall result, 10-fold subject-dependent, leak-free trial split vs the paper's window split
+step kfold_trial  himoe-fast train "${COMMON[@]}" --protocol kfold --folds 10 --split trial  --impl fast --no-progress --out "$OUT/kfold_trial"
+step kfold_window himoe-fast train "${COMMON[@]}" --protocol kfold --folds 10 --split window --impl fast --no-progress --out "$OUT/kfold_window"
+# Fig. 2 trajectories and Fig. 4a routing heatmap of the first fold
+step plots        himoe-fast plots "$OUT/kfold_trial" --missing-rate 0.3
+# Table 5-style subject-independent evaluation
+step loso         himoe-fast train "${COMMON[@]}" --protocol loso --impl fast --no-progress --out "$OUT/loso"
+# Table 4-style binary classification
+step binary       himoe-fast train "${COMMON[@]}" --protocol holdout --task binary --impl fast --no-progress --out "$OUT/binary"
+# DREAMER format (synthetic, 8 subjects)
+step dreamer_synth himoe-fast synth --kind dreamer --subjects 8 --out "$OUT/dreamer_data"
+step dreamer      himoe-fast train --dataset dreamer --data-dir "$OUT/dreamer_data" --epochs 10 --protocol holdout --impl fast --no-progress --out "$OUT/dreamer"
+# Table 6 ablations and Fig. 4b emotion-expert count
+step ablate       himoe-fast ablate "${COMMON[@]}" --protocol holdout --seeds 0,1,2 --expert-counts 1,2,4,8,16 --impl fast --out "$OUT/ablate"
+# Table 3 / Fig. 3 robustness to missing modalities, Hi-MoE vs the four baselines
+step robustness   himoe-fast robustness "${COMMON[@]}" --protocol holdout --models himoe,late_fusion,bilstm,tacoformer,ianet --rates 0,0.1,0.2,0.3,0.4 --seeds 0,1,2 --impl fast --out "$OUT/robustness"
