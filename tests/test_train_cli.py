@@ -213,3 +213,12 @@ def test_plots_of_a_run(trained_run, cache_dir):
     assert res.returncode == 0, res.stderr
     for name in ("trajectories.png", "routing_heatmap.png"):
         assert (trained_run / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_synthetic_face_modality_is_generated(tmp_path):
+    from himoe_fast.train.experiment import DataSettings, resolve_data_dir
+
+    kind, path = resolve_data_dir(DataSettings(subjects=1, cache_dir=str(tmp_path)), ("eeg", "face"))
+    assert kind == "deap" and (path / "s01_face.npz").exists()
+    _, plain = resolve_data_dir(DataSettings(subjects=1, cache_dir=str(tmp_path)), ("eeg",))
+    assert not (plain / "s01_face.npz").exists()

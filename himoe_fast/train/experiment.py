@@ -89,13 +89,16 @@ class RunConfig:
 
 
 # ------------------------------------------------------------------------------------------ data
-def resolve_data_dir(data: DataSettings) -> tuple[str, Path]:
-    """Map the CLI dataset name to a loader name and a path (synthetic data is written on first use)."""
+def resolve_data_dir(data: DataSettings, modalities: tuple[str, ...] = ()) -> tuple[str, Path]:
+    """Map the CLI dataset name to a loader name and a path (synthetic data is written on first use,
+    with face-feature files when the ``face`` modality is used)."""
     from ..data import DatasetError, ensure_synthetic
 
     if data.dataset == "synthetic":
         n = data.subjects or 8
-        return "deap", Path(ensure_synthetic("deap", n_subjects=n, seed=data.synthetic_seed, root=data.cache_dir))
+        options = {"face": True} if "face" in modalities else {}
+        return "deap", Path(ensure_synthetic("deap", n_subjects=n, seed=data.synthetic_seed, root=data.cache_dir,
+                                             **options))
     if data.dataset in ("deap", "dreamer"):
         if not data.data_dir:
             raise DatasetError(f"--data-dir is required for --dataset {data.dataset}")
@@ -110,7 +113,7 @@ def load_data(rc: RunConfig, progress: bool = True):
     """Prepare (or load from cache) the windows of the run's dataset."""
     from ..data import prepare_windows
 
-    kind, path = resolve_data_dir(rc.data)
+    kind, path = resolve_data_dir(rc.data, rc.model.modality_names)
     if kind == "dreamer" and path.is_dir():
         path = path / "DREAMER.mat"
     return prepare_windows(kind, path, rc.model, seq_len=rc.data.seq_len, stride_s=rc.data.stride_s,
