@@ -26,7 +26,7 @@ step loso         himoe-fast train "${COMMON[@]}" --protocol loso --impl fast --
 step binary       himoe-fast train "${COMMON[@]}" --protocol holdout --task binary --impl fast --no-progress --out "$OUT/binary"
 # DREAMER format (synthetic, 8 subjects)
 step dreamer_synth himoe-fast synth --kind dreamer --subjects 8 --out "$OUT/dreamer_data"
-step dreamer      himoe-fast train --dataset dreamer --data-dir "$OUT/dreamer_data" --epochs 10 --protocol holdout --impl fast --no-progress --out "$OUT/dreamer"
+step dreamer      himoe-fast train --dataset dreamer --data-dir "$OUT/dreamer_data" --epochs 40 --protocol holdout --impl fast --no-progress --out "$OUT/dreamer"
 # Table 6 ablations and Fig. 4b emotion-expert count
 step ablate       himoe-fast ablate "${COMMON[@]}" --protocol holdout --seeds 0,1,2 --expert-counts 1,2,4,8,16 --impl fast --out "$OUT/ablate"
 # Table 3 / Fig. 3 robustness to missing modalities, Hi-MoE vs the four baselines

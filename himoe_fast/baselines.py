@@ -140,6 +140,7 @@ class TACOFormer(FusionBaseline):
         self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.ffn = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
         self.pool = nn.Linear(d, 1)
+        nn.init.zeros_(self.pool.weight)      # starts as the mean over present modalities, like Hi-MoE's Fuse
         self.heads = TargetHeads(d, cfg.n_targets, self.init_bias)
 
     def fuse_and_predict(self, Z, present):

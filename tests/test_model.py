@@ -252,3 +252,21 @@ def test_bad_inputs_raise_clear_errors():
         model({**inputs, "eeg": inputs["eeg"][..., :-1]}, present)
     with pytest.raises(ValueError, match="present"):
         model(inputs, present[..., :2])
+
+
+def test_fuse_starts_as_mean_over_present_modalities():
+    """Fuse's score vector starts at zero: at initialisation the fused token is the plain mean of the
+    present modalities' bank outputs (guards against the attention collapse described in fuse.py)."""
+    cfg = tiny_config()
+    model = HiMoE(cfg)
+    inputs, present = random_inputs(cfg, B=2, T=3)
+    out = model(inputs, present)
+    k = present.sum(-1, keepdim=True).float()
+    assert torch.allclose(out.fusion_weights, present.float() / k, atol=1e-7)
+
+
+def test_parity_helper_randomises_zero_initialised_parameters():
+    from himoe_fast.fast.parity import randomize_zero_parameters
+
+    model = randomize_zero_parameters(HiMoE(tiny_config()))
+    assert model.fuse.score.weight.abs().sum() > 0

@@ -50,7 +50,7 @@ from ..ops import masked_ntxent
 from .encoders import encode_fast
 from .experts import clear_workspace, modality_bank
 from .model import to_fast
-from .parity import random_batch
+from .parity import random_batch, randomize_zero_parameters
 from .stages import fuse_fast, heads_fast
 
 ROW_NAMES = ("encoders", "modality_bank", "modality_bank_fwd_n8", "fuse", "da_router", "heads", "alignment",
@@ -241,7 +241,7 @@ def bench_rows(cfg: HiMoEConfig, B: int = 32, T: int = 8, backend: str = "auto",
     if unknown:
         raise ValueError(f"unknown bench rows {sorted(unknown)}; known: {', '.join(ROW_NAMES)}")
     torch.manual_seed(seed)
-    ref = HiMoE(cfg).to(dev)
+    ref = randomize_zero_parameters(HiMoE(cfg), seed).to(dev)
     fast = to_fast(ref, backend=backend)
     inputs, present, labels, label_mask = random_batch(cfg, B, T, seed=seed, device=dev)
     M, N, d = cfg.n_modalities, B * T, cfg.d_model

@@ -69,6 +69,18 @@ def build_config(preset: str = "deap", modalities: list[str] | None = None, **ov
     raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
 
 
+def randomize_zero_parameters(model: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch.nn.Module:
+    """Give parameters that are initialised to exactly zero (Fuse's score vector ``v``) random values,
+    so that a parity check also covers the gradients that flow through them (with ``v = 0`` the
+    gradient of Fuse's projection is identically zero on both sides)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.numel() and not p.any():
+                p.copy_((torch.randn(p.shape, generator=g) * scale).to(p))
+    return model
+
+
 def random_batch(cfg: HiMoEConfig, B: int, T: int, *, seed: int = 0, p_present: float = 0.7,
                  device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
     """Seeded raw windows, presence mask (>= 1 modality per step), labels and label mask."""
@@ -163,7 +175,7 @@ def run_parity(cfg: HiMoEConfig, backend: str = "auto", B: int = 2, T: int = 3, 
         raise ValueError("bf16 parity needs a CUDA device (the bf16 kernels are GPU-only)")
     cfg = copy.deepcopy(cfg).replace(dropout=0.0)
     torch.manual_seed(seed)
-    ref = HiMoE(cfg).to(device)
+    ref = randomize_zero_parameters(HiMoE(cfg), seed).to(device)
     fast = to_fast(ref, backend=backend).to(dtype=tdtype)
     inputs, present, labels, label_mask = random_batch(cfg, B, T, seed=seed, p_present=p_present, device=device)
     f_atol, f_rtol, g_atol, g_rtol = TOLERANCES[tdtype]
