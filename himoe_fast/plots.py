@@ -91,7 +91,7 @@ def plot_routing_heatmap(patterns: Sequence[str], weights: np.ndarray, modalitie
     ax.set_xticklabels(labels, rotation=90, fontsize=7)
     ax.set_yticks(range(M * K))
     ax.set_yticklabels([f"{m} / E{k + 1}" for m in modalities for k in range(K)], fontsize=7)
-    ax.set_xlabel(f"presence pattern ({''.join(m[0] for m in modalities)} order)")
+    ax.set_xlabel(f"presence pattern, one bit per modality: {' '.join(modalities)}")
     ax.set_title("Modality Expert Bank: mean routing weight alpha")
     fig.colorbar(im, ax=ax, fraction=0.03)
     return save_figure(fig, path)
