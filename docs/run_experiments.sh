@@ -24,10 +24,12 @@ step plots        himoe-fast plots "$OUT/kfold_trial" --missing-rate 0.3
 step loso         himoe-fast train "${COMMON[@]}" --protocol loso --impl fast --no-progress --out "$OUT/loso"
 # Table 4-style binary classification
 step binary       himoe-fast train "${COMMON[@]}" --protocol holdout --task binary --impl fast --no-progress --out "$OUT/binary"
-# DREAMER format (synthetic, 8 subjects)
-step dreamer_synth himoe-fast synth --kind dreamer --subjects 8 --out "$OUT/dreamer_data"
+# DREAMER format (synthetic, 23 subjects like the real set)
+step dreamer_synth himoe-fast synth --kind dreamer --subjects 23 --out "$OUT/dreamer_data/DREAMER.mat"
 step dreamer      himoe-fast train --dataset dreamer --data-dir "$OUT/dreamer_data" --epochs 40 --protocol holdout --impl fast --no-progress --out "$OUT/dreamer"
 # Table 6 ablations and Fig. 4b emotion-expert count
 step ablate       himoe-fast ablate "${COMMON[@]}" --protocol holdout --seeds 0,1,2 --expert-counts 1,2,4,8,16 --impl fast --out "$OUT/ablate"
+# the same ablation with 30% of modalities missing (train and test), where routing has work to do
+step ablate_missing30 himoe-fast ablate "${COMMON[@]}" --protocol holdout --seeds 0,1,2 --missing-rate 0.3 --impl fast --out "$OUT/ablate_missing30"
 # Table 3 / Fig. 3 robustness to missing modalities, Hi-MoE vs the four baselines
 step robustness   himoe-fast robustness "${COMMON[@]}" --protocol holdout --models himoe,late_fusion,bilstm,tacoformer,ianet --rates 0,0.1,0.2,0.3,0.4 --seeds 0,1,2 --impl fast --out "$OUT/robustness"
