@@ -51,16 +51,18 @@ def register(app: typer.Typer) -> None:
             task = bar.add_task("ablations", total=total)
             rows, count_rows = ablation_sweep(base, seed_list, out, expert_counts=counts, resume=resume,
                                               on_result=lambda msg: bar.update(task, advance=1, description=msg))
-        table = Table(title="Ablation: overall average performance (cf. paper Table 6)")
-        for col in ("Module Setting", "CCC", "PCC", "MAE"):
+        title = "Ablation: overall average performance (cf. paper Table 6)"
+        table = Table(title=title, min_width=len(title))   # keep the title on one line
+        for col in ("Module Setting", "CCC", "PCC", "MAE", "CCC sd over seeds"):
             table.add_column(col, justify="left" if col == "Module Setting" else "right")
         for variant in ABLATIONS:
             sel = [r for r in rows if r["variant"] == variant]
-            table.add_row(variant, *[f"{np.mean([r[k] for r in sel]):.4f}" for k in ("ccc_mean", "pcc_mean", "mae_mean")])
+            table.add_row(variant, *[f"{np.mean([r[k] for r in sel]):.4f}" for k in ("ccc_mean", "pcc_mean", "mae_mean")],
+                          f"{np.std([r['ccc_mean'] for r in sel]):.4f}")
         console = Console()
         console.print(table)
         if count_rows:
-            t2 = Table(title="Emotion expert count (cf. paper Fig. 4b)")
+            t2 = Table(title="Emotion expert count (cf. paper Fig. 4b)", min_width=40)
             t2.add_column("L")
             t2.add_column("CCC", justify="right")
             for L in counts:

@@ -315,7 +315,8 @@ def register(app: typer.Typer) -> None:
 
             rows = robustness_sweep(base, model_list, rate_list, seed_list, out, resume=resume, on_result=advance)
         summary = robustness_summary(rows)
-        table = Table(title="CCC under different modality missing rates (mean over seeds; cf. paper Table 3)")
+        title = "CCC under different modality missing rates (mean over seeds; cf. paper Table 3)"
+        table = Table(title=title, min_width=len(title))   # keep the title on one line
         table.add_column("Missing Rate (r)")
         rates_sorted = sorted({round(float(r), 4) for r in rate_list})
         for r in rates_sorted:

@@ -206,6 +206,7 @@ def test_ablate_writes_table6_and_expert_count(tmp_path, cache_dir):
     assert len((out / "expert_count.csv").read_text().splitlines()) == 3
     assert (out / "expert_count.png").read_bytes()[:4] == b"\x89PNG"
     assert "Full Model" in res.stdout
+    assert "Ablation: overall average performance (cf. paper Table 6)" in res.stdout   # title not wrapped
 
 
 def test_plots_of_a_run(trained_run, cache_dir):
