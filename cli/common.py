@@ -74,6 +74,31 @@ def choice(value: str, flag: str, options: Sequence[str]) -> str:
     return value
 
 
+@contextmanager
+def sweep_progress(description: str, total: int) -> Iterator:
+    """Progress of a sweep of ``total`` runs; yields ``advance(message)``, called once per finished run.
+
+    On a terminal: a live rich bar showing the last message. Elsewhere (logs, pipes), where a bar is
+    only drawn once at the end, one line ``[i/total] message`` per run instead.
+    """
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console()
+    done = 0
+    with Progress(console=console, disable=not console.is_terminal) as bar:
+        task = bar.add_task(description, total=total)
+
+        def advance(message: str) -> None:
+            nonlocal done
+            done += 1
+            bar.update(task, advance=1, description=message)
+            if not console.is_terminal:
+                console.print(f"[{done}/{total}] {message}", highlight=False, markup=False)
+
+        yield advance
+
+
 def main_with_clean_errors(app: typer.Typer) -> None:
     """Run ``app``; click's own usage errors (unknown flag, bad type) also become one line, exit 2."""
     try:

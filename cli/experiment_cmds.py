@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import fail, parse_list, user_errors
+from .common import fail, parse_list, sweep_progress, user_errors
 from .train_cmds import (BatchSize, DataDir, Dataset, Epochs, Folds, Impl, Lr, MaxFolds, MissingRate, Modalities,
                          Patience, Procs, Protocol, SeqLen, Split, Stride, Subjects, build_run_config, default_out)
 
@@ -29,7 +29,6 @@ def register(app: typer.Typer) -> None:
         """Ablations (Table 6: full vs w/o emotion bank, alignment, soft routing) and the expert-count sweep."""
         import numpy as np
         from rich.console import Console
-        from rich.progress import Progress
         from rich.table import Table
 
         from himoe_fast.train.sweeps import ABLATIONS, ablation_sweep
@@ -47,10 +46,9 @@ def register(app: typer.Typer) -> None:
             seq_len=seq_len, window=1.0, stride=stride, lag=None, patience=patience, max_folds=max_folds,
             model="himoe", out=out)
         total = (len(ABLATIONS) + len(counts)) * len(seed_list)
-        with user_errors(), Progress() as bar:
-            task = bar.add_task("ablations", total=total)
+        with user_errors(), sweep_progress("ablations", total) as advance:
             rows, count_rows = ablation_sweep(base, seed_list, out, expert_counts=counts, resume=resume,
-                                              on_result=lambda msg: bar.update(task, advance=1, description=msg))
+                                              on_result=advance)
         title = "Ablation: overall average performance (cf. paper Table 6)"
         table = Table(title=title, min_width=len(title))   # keep the title on one line
         for col in ("Module Setting", "CCC", "PCC", "MAE", "CCC sd over seeds"):

@@ -16,7 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import choice, fail, parse_lags, parse_list, user_errors
+from .common import choice, fail, parse_lags, parse_list, sweep_progress, user_errors
 
 DATASETS = ("synthetic", "deap", "dreamer")
 TASKS = ("regression", "binary")
@@ -282,7 +282,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Missing-rate sweep (paper Table 3 / Fig. 3): robustness.csv, a table and robustness.png."""
         from rich.console import Console
-        from rich.progress import Progress
         from rich.table import Table
 
         from himoe_fast.plots import robustness_summary
@@ -306,16 +305,12 @@ def register(app: typer.Typer) -> None:
             seq_len=seq_len, window=1.0, stride=stride, lag=None, patience=patience, max_folds=max_folds,
             model="himoe", out=out)   # the sweep sets the model of each run
         total = len(model_list) * len(rate_list) * len(seed_list)
-        with user_errors(), Progress() as bar:
-            task = bar.add_task("robustness sweep", total=total)
-
-            def advance(row):
-                bar.update(task, advance=1, description=f"{row['model']} r={row['rate']:.2f} seed={row['seed']}: "
-                                                         f"CCC {row['ccc_mean']:.3f}")
-
-            rows = robustness_sweep(base, model_list, rate_list, seed_list, out, resume=resume, on_result=advance)
+        with user_errors(), sweep_progress("robustness sweep", total) as advance:
+            rows = robustness_sweep(base, model_list, rate_list, seed_list, out, resume=resume,
+                                    on_result=lambda row: advance(f"{row['model']} r={row['rate']:.2f} "
+                                                                  f"seed={row['seed']}: CCC {row['ccc_mean']:.3f}"))
         summary = robustness_summary(rows)
-        title = "CCC under different modality missing rates (mean over seeds; cf. paper Table 3)"
+        title = "CCC vs missing-modality rate (mean over seeds; cf. paper Table 3)"
         table = Table(title=title, min_width=len(title))   # keep the title on one line
         table.add_column("Missing Rate (r)")
         rates_sorted = sorted({round(float(r), 4) for r in rate_list})

@@ -90,6 +90,19 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, cache_dir):
         assert a[key] == b[key]
 
 
+def test_progress_in_a_log_is_one_line_per_epoch(tmp_path, cache_dir):
+    """stdout is a pipe here, so the live bar is off and each epoch prints one plain line."""
+    args = ["train", *SMALL, "--epochs", "2", "--protocol", "holdout"]
+    res = run_cli([*args, "--out", tmp_path / "shown"], cache_dir)
+    assert res.returncode == 0, res.stderr
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("holdout epoch ")]
+    assert [ln.split(":")[0] for ln in lines] == ["holdout epoch 1/2", "holdout epoch 2/2"]
+    assert all("loss" in ln and "val" in ln for ln in lines)
+    quiet = run_cli([*args, "--no-progress", "--out", tmp_path / "quiet"], cache_dir)
+    assert quiet.returncode == 0, quiet.stderr
+    assert "holdout epoch" not in quiet.stdout
+
+
 def test_procs_2_trains_with_gloo_ddp(tmp_path, cache_dir):
     res = run_cli(["train", *SMALL, "--epochs", "1", "--protocol", "holdout", "--procs", "2", "--no-progress",
                    "--out", tmp_path / "ddp"], cache_dir)
@@ -125,6 +138,8 @@ def test_robustness_sweep_writes_csv_table_and_plot(tmp_path, cache_dir):
     assert {line.split(",")[0] for line in lines[1:]} == {"himoe", "late_fusion"}
     assert (out / "robustness.png").read_bytes()[:4] == b"\x89PNG"
     assert "Missing Rate" in res.stdout
+    assert "CCC vs missing-modality rate (mean over seeds; cf. paper Table 3)" in res.stdout
+    assert "[4/4] late_fusion r=0.30 seed=0: CCC" in res.stdout
 
 
 def test_synth_and_doctor(tmp_path, cache_dir):
@@ -207,6 +222,7 @@ def test_ablate_writes_table6_and_expert_count(tmp_path, cache_dir):
     assert (out / "expert_count.png").read_bytes()[:4] == b"\x89PNG"
     assert "Full Model" in res.stdout
     assert "Ablation: overall average performance (cf. paper Table 6)" in res.stdout   # title not wrapped
+    assert "[1/6] w/o Emotion Expert Bank seed 0: CCC" in res.stdout    # one progress line per run in a log
 
 
 def test_plots_of_a_run(trained_run, cache_dir):

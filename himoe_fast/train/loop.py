@@ -151,12 +151,16 @@ def autocast(ctx: DistContext, settings: TrainSettings):
 
 
 def _progress(enabled: bool):
+    """A live rich bar on a terminal. Elsewhere (logs, pipes) the bar is off and ``train_fold``
+    prints one plain line per epoch instead (a bar would only be drawn once, at the end)."""
+    from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
+    console = Console()
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    disable=not enabled, transient=False)
+                    console=console, disable=not (enabled and console.is_terminal), transient=False)
 
 
 def train_fold(cfg: HiMoEConfig, settings: TrainSettings, data, split, fold_dir: str | Path,
@@ -254,6 +258,10 @@ def train_fold(cfg: HiMoEConfig, settings: TrainSettings, data, split, fold_dir:
             else:
                 bad_epochs += 1
             finished = bad_epochs >= settings.patience or epoch + 1 == epochs_total
+            if progress and ctx.is_main and not bar.console.is_terminal:
+                # a live bar only renders on a terminal; logs (nohup, CI, pipes) get one line per epoch
+                bar.console.print(f"{split.name} epoch {epoch + 1}/{epochs_total}: loss {train_loss:.4f}  "
+                                  f"val {val_score:.4f}  {history[-1]['seconds']:.1f} s", highlight=False)
             if ctx.is_main:
                 save_checkpoint(ckpt_path, {
                     "format": "himoe-fast/train-state/v1", "epoch": epoch, "model": model.state_dict(),
