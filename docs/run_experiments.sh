@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces docs/EXPERIMENTS.md on the synthetic data (2-core CPU: about 2 hours in all).
+# Reproduces docs/EXPERIMENTS.md on the synthetic data (2-core CPU: about 1.9 hours in all).
 #   bash docs/run_experiments.sh [OUT_DIR]      (default runs/experiments)
 # Each step's wall time is appended to OUT_DIR/timings.tsv.
 set -euo pipefail
