@@ -276,7 +276,8 @@ def register(app: typer.Typer) -> None:
         protocol: Protocol = None, folds: Folds = 10, split: Split = "trial", epochs: Epochs = None,
         batch_size: BatchSize = 32, lr: Lr = 1e-3, missing_per_step: MissingPerStep = False,
         impl: Annotated[str, typer.Option(help="reference | fast (fast applies to himoe; baselines run reference)")] = "reference",
-        gpus: Gpus = 0, procs: Procs = 1, subjects: Subjects = None, seq_len: SeqLen = 8, stride: Stride = None, patience: Patience = 10, max_folds: MaxFolds = None,
+        gpus: Gpus = 0, procs: Procs = 1, subjects: Subjects = None, seq_len: SeqLen = 8, stride: Stride = None,
+        patience: Patience = 10, max_folds: MaxFolds = None,
         out: Annotated[Optional[Path], typer.Option(help="sweep directory (default runs/robustness-<dataset>-<time>)")] = None,
         resume: Annotated[bool, typer.Option(help="skip runs already finished in --out")] = False,
     ) -> None:

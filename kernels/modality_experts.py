@@ -52,8 +52,6 @@ INTERPRET = bool(triton.knobs.runtime.interpret) if hasattr(triton, "knobs") els
 
 ROUTING_IDS = {"soft": 0, "uniform": 1, "top1": 2}
 MAX_D = 256           # whole feature rows live in registers / shared memory
-_SQRT1_2 = 0.7071067811865476
-_INV_SQRT_2PI = 0.3989422804014327
 
 
 # ------------------------------------------------------------------------------------------ helpers
