@@ -1,9 +1,47 @@
-"""Device helpers shared by the Triton kernels (``@triton.jit`` functions, fp32 in and out)."""
+"""What the Triton kernel modules share: launch settings, launch guards, device helpers.
+
+* :data:`INTERPRET` -- the kernels were decorated under ``TRITON_INTERPRET=1`` (CPU tensors).
+* :data:`AUTOTUNE` -- one switch for every kernel module: ``HIMOE_FAST_AUTOTUNE=0`` launches each
+  kernel with its fixed GPU config instead of autotuning (always off under the interpreter).
+* :func:`check_dtypes`, :func:`device_guard` -- what every wrapper does before a launch.
+* ``gelu`` / ``gelu_grad`` -- ``@triton.jit`` device functions, fp32 in and out.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+
+import torch
 import triton
 import triton.language as tl
+
+INTERPRET = bool(triton.knobs.runtime.interpret) if hasattr(triton, "knobs") else \
+    os.environ.get("TRITON_INTERPRET", "0") == "1"
+AUTOTUNE = not INTERPRET and os.environ.get("HIMOE_FAST_AUTOTUNE", "1").strip() != "0"
+
+#: dtypes the kernels take (all operands of one launch share one); the interpreter runs fp32 only
+KERNEL_DTYPES = (torch.float32,) if INTERPRET else (torch.float32, torch.bfloat16, torch.float16)
+
+
+def check_dtypes(op: str, **tensors: torch.Tensor | None) -> torch.dtype:
+    """All given tensors share one dtype the kernels take; else a ``TypeError`` naming them."""
+    given = {k: t for k, t in tensors.items() if t is not None}
+    dtypes = {t.dtype for t in given.values()}
+    if len(dtypes) != 1 or not dtypes <= set(KERNEL_DTYPES):
+        ok = "/".join(str(d).replace("torch.", "") for d in KERNEL_DTYPES)
+        got = ", ".join(f"{k} {str(t.dtype).replace('torch.', '')}" for k, t in given.items())
+        raise TypeError(f"{op} (triton): expected tensors of one dtype among {ok}"
+                        f"{' (interpreter)' if INTERPRET else ''}; got {got}")
+    devices = {t.device for t in given.values()}
+    if len(devices) != 1:
+        raise ValueError(f"{op} (triton): tensors on several devices: {sorted(map(str, devices))}")
+    return dtypes.pop()
+
+
+def device_guard(t: torch.Tensor):
+    """Launch on ``t``'s GPU whatever the current device is (a no-op for CPU tensors)."""
+    return torch.cuda.device(t.device) if t.device.type == "cuda" else contextlib.nullcontext()
 
 
 @triton.jit

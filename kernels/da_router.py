@@ -99,13 +99,11 @@ of stack) and ~255 registers with some spilling for bf16 at d=128; GPU timing an
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-from .common import gelu as _gelu, gelu_grad as _gelu_grad
+from .common import AUTOTUNE, INTERPRET, check_dtypes, device_guard, gelu as _gelu, gelu_grad as _gelu_grad
 
 COSINE_EPS = 1e-6                     # == himoe_fast.model.router.COSINE_EPS
 MODE_DOT, MODE_COSINE, MODE_DIFF = 0, 1, 2
@@ -113,10 +111,6 @@ _MODES = {"dot": MODE_DOT, "cosine": MODE_COSINE, "diff": MODE_DIFF}
 
 #: ``tl.dot`` precision for fp32 inputs: "ieee" (parity with the reference) or "tf32" (faster on GPU).
 FP32_PRECISION = "ieee"
-
-
-#: Whether this module's kernels were decorated under the Triton interpreter (CPU tensors) or for the GPU.
-INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def _interpret(device: torch.device) -> bool:
@@ -168,7 +162,7 @@ def _fwd_kernel(Z, W1, B1, W2, B2, V, QH, WK, SCALE,          # inputs
     # V [P, N, D] (dot/diff); QH [N, R], WK [D, R], SCALE [] (cosine)
     # A [P, N, D] fp32; PHI [P, N, L] fp32; LSE [P, N] fp32
     pid = tl.program_id(0)
-    offs_n = pid * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_n = (pid * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)       # 64-bit: N * D may pass 2^31
     mask_n = offs_n < N
     offs_d = tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
@@ -192,7 +186,7 @@ def _fwd_kernel(Z, W1, B1, W2, B2, V, QH, WK, SCALE,          # inputs
     else:
         v0 = tl.load(V + offs_n[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0).to(tl.float32)
         if MODE == 2:
-            v1 = tl.load(V + N * D + offs_n[:, None] * D + offs_d[None, :], mask=mask_nd,
+            v1 = tl.load(V + (N + offs_n)[:, None] * D + offs_d[None, :], mask=mask_nd,
                          other=0.0).to(tl.float32)
 
     m0 = tl.full((BLOCK_N,), float("-inf"), dtype=tl.float32)
@@ -218,7 +212,7 @@ def _fwd_kernel(Z, W1, B1, W2, B2, V, QH, WK, SCALE,          # inputs
         m0 = m_new
         if MODE == 2:
             phi1 = sc * tl.sum(v1 * f, axis=1)
-            tl.store(PHI + N * L + offs_n * L + l, phi1, mask=mask_n)
+            tl.store(PHI + (N + offs_n) * L + l, phi1, mask=mask_n)
             m_new1 = tl.maximum(m1, phi1)
             c1 = tl.exp(m1 - m_new1)
             p1 = tl.exp(phi1 - m_new1)
@@ -229,7 +223,7 @@ def _fwd_kernel(Z, W1, B1, W2, B2, V, QH, WK, SCALE,          # inputs
     tl.store(A + offs_n[:, None] * D + offs_d[None, :], acc0 / l0[:, None], mask=mask_nd)
     tl.store(LSE + offs_n, m0 + tl.log(l0), mask=mask_n)
     if MODE == 2:
-        tl.store(A + N * D + offs_n[:, None] * D + offs_d[None, :], acc1 / l1[:, None], mask=mask_nd)
+        tl.store(A + (N + offs_n)[:, None] * D + offs_d[None, :], acc1 / l1[:, None], mask=mask_nd)
         tl.store(LSE + N + offs_n, m1 + tl.log(l1), mask=mask_n)
 
 
@@ -266,7 +260,7 @@ def _bwd_kernel(Z, W1, B1, W2, B2, V, QH, WK, SCALE,          # forward inputs
         # the partial slices below are read-modify-written once per block; the barrier orders one
         # block's stores before the next block's loads even if they map to other threads
         tl.debug_barrier()
-        offs_n = blk * BLOCK_N + tl.arange(0, BLOCK_N)
+        offs_n = (blk * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)   # 64-bit: N * D may pass 2^31
         mask_n = offs_n < N
         mask_nd = mask_n[:, None] & mask_d[None, :]
         z = tl.load(Z + offs_n[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0)    # [BN, BD]
@@ -283,9 +277,9 @@ def _bwd_kernel(Z, W1, B1, W2, B2, V, QH, WK, SCALE,          # forward inputs
         else:
             v0 = tl.load(V + offs_n[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0).to(tl.float32)
             if MODE == 2:
-                v1 = tl.load(V + N * D + offs_n[:, None] * D + offs_d[None, :], mask=mask_nd,
+                v1 = tl.load(V + (N + offs_n)[:, None] * D + offs_d[None, :], mask=mask_nd,
                              other=0.0).to(tl.float32)
-                ga1 = tl.load(GA + N * D + offs_n[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0)
+                ga1 = tl.load(GA + (N + offs_n)[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0)
                 dd1 = tl.load(DD + N + offs_n, mask=mask_n, other=0.0)
         gz = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
         gv0 = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
@@ -318,8 +312,8 @@ def _bwd_kernel(Z, W1, B1, W2, B2, V, QH, WK, SCALE,          # forward inputs
                 gf += (sc * dphi0)[:, None] * v0
                 gv0 += (sc * dphi0)[:, None] * f
                 if MODE == 2:
-                    s1 = tl.load(S + N * L + offs_n * L + l, mask=mask_n, other=0.0)
-                    gs1 = tl.load(GS + N * L + offs_n * L + l, mask=mask_n, other=0.0)
+                    s1 = tl.load(S + (N + offs_n) * L + l, mask=mask_n, other=0.0)
+                    gs1 = tl.load(GS + (N + offs_n) * L + l, mask=mask_n, other=0.0)
                     dphi1 = s1 * (tl.sum(ga1 * f, axis=1) + gs1 - dd1)
                     gf += s1[:, None] * ga1 + (sc * dphi1)[:, None] * v1
                     gv1 += (sc * dphi1)[:, None] * f
@@ -356,7 +350,7 @@ def _bwd_kernel(Z, W1, B1, W2, B2, V, QH, WK, SCALE,          # forward inputs
         else:
             tl.store(GV + offs_n[:, None] * D + offs_d[None, :], gv0, mask=mask_nd)
             if MODE == 2:
-                tl.store(GV + N * D + offs_n[:, None] * D + offs_d[None, :], gv1, mask=mask_nd)
+                tl.store(GV + (N + offs_n)[:, None] * D + offs_d[None, :], gv1, mask=mask_nd)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -364,6 +358,8 @@ def _bwd_kernel(Z, W1, B1, W2, B2, V, QH, WK, SCALE,          # forward inputs
 # ----------------------------------------------------------------------------------------------
 
 _INTERP_BLOCK_N, _INTERP_BLOCK_H = 16, 32
+#: fixed GPU config when autotuning is off (``HIMOE_FAST_AUTOTUNE=0``)
+GPU_CONFIG = {"BLOCK_N": 16, "BLOCK_H": 32, "num_warps": 4, "num_stages": 1}
 
 
 def _configs():
@@ -413,11 +409,14 @@ def _launch_fwd(z, w1, b1, w2, b2, v, qh, wk, scale, sc, mode):
     SC = scale if scale is not None else z
     args = (z, w1, b1, w2, b2, V, QH, WK, SC, A, PHI, LSE, N, D, H, R, L, float(sc or 0.0))
     meta = dict(MODE=mode, BLOCK_D=_pow2(D), BLOCK_R=_pow2(R), PREC=_precision(z.dtype))
-    if _interpret(dev):
-        _fwd_kernel[(triton.cdiv(N, _INTERP_BLOCK_N),)](
-            *args, BLOCK_N=_INTERP_BLOCK_N, BLOCK_H=_INTERP_BLOCK_H, **meta)
-    else:
-        _fwd_tuned[lambda m: (triton.cdiv(N, m["BLOCK_N"]),)](*args, **meta)
+    with device_guard(z):
+        if _interpret(dev):
+            _fwd_kernel[(triton.cdiv(N, _INTERP_BLOCK_N),)](
+                *args, BLOCK_N=_INTERP_BLOCK_N, BLOCK_H=_INTERP_BLOCK_H, **meta)
+        elif AUTOTUNE:
+            _fwd_tuned[lambda m: (triton.cdiv(N, m["BLOCK_N"]),)](*args, **meta)
+        else:
+            _fwd_kernel[(triton.cdiv(N, GPU_CONFIG["BLOCK_N"]),)](*args, **GPU_CONFIG, **meta)
     S = torch.exp(PHI - LSE.unsqueeze(-1))                                  # [P, N, L]
     return A, S
 
@@ -446,11 +445,14 @@ def _launch_bwd(z, w1, b1, w2, b2, v, qh, wk, scale, sc, mode, S, gA, gS, DD):
     args = (z, w1, b1, w2, b2, V, QH, WK, SC, S, gA, gS, DD, GZ, GV, GQH, GSC,
             GW1P, GB1P, GW2P, GB2P, GWKP, N, D, H, R, L, float(sc or 0.0))
     meta = dict(MODE=mode, BLOCK_D=_pow2(D), BLOCK_R=_pow2(R), PREC=_precision(z.dtype))
-    if _interpret(dev):
-        _bwd_kernel[(min(C, triton.cdiv(N, _INTERP_BLOCK_N)),)](
-            *args, BLOCK_N=_INTERP_BLOCK_N, BLOCK_H=_INTERP_BLOCK_H, **meta)
-    else:
-        _bwd_tuned[lambda m: (min(C, triton.cdiv(N, m["BLOCK_N"])),)](*args, **meta)
+    with device_guard(z):
+        if _interpret(dev):
+            _bwd_kernel[(min(C, triton.cdiv(N, _INTERP_BLOCK_N)),)](
+                *args, BLOCK_N=_INTERP_BLOCK_N, BLOCK_H=_INTERP_BLOCK_H, **meta)
+        elif AUTOTUNE:
+            _bwd_tuned[lambda m: (min(C, triton.cdiv(N, m["BLOCK_N"])),)](*args, **meta)
+        else:
+            _bwd_kernel[(min(C, triton.cdiv(N, GPU_CONFIG["BLOCK_N"])),)](*args, **GPU_CONFIG, **meta)
     grads = dict(z=GZ, w1=GW1P.sum(0), b1=GB1P.sum(0), w2=GW2P.sum(0), b2=GB2P.sum(0))
     if mode == MODE_COSINE:
         grads.update(qh=GQH.unsqueeze(0), wk=GWKP.sum(0).unsqueeze(0), scale=GSC.sum())
@@ -507,10 +509,7 @@ def da_router_core(z, w1, b1, w2, b2, v=None, qh=None, wk=None, scale=None, sc=N
         mode = MODE_COSINE
     else:
         mode = MODE_DIFF if v.shape[0] == 2 else MODE_DOT
-    ok = (torch.float32,) if INTERPRET else (torch.float32, torch.bfloat16, torch.float16)
-    if z.dtype not in ok or any(t.dtype != z.dtype for t in (w1, b1, w2, b2) + ((wk,) if wk is not None else ())):
-        raise TypeError(f"da_router triton kernels take {'fp32 (interpreter)' if INTERPRET else 'fp32/bf16/fp16'} "
-                        f"tensors of one dtype; got z {z.dtype}, w1 {w1.dtype}")
+    check_dtypes("da_router", z=z, w1=w1, b1=b1, w2=w2, b2=b2, v=v, qh=qh, wk=wk, scale=scale)
     if z.shape[0] == 0:                                       # nothing to launch
         P, L = (2 if mode == MODE_DIFF else 1), w1.shape[0]
         zero = (z.sum() + w1.sum() + b1.sum() + w2.sum() + b2.sum()) * 0

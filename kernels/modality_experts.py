@@ -39,16 +39,11 @@ Under ``TRITON_INTERPRET=1`` (CPU) one fixed small config is used; on GPU the ke
 
 from __future__ import annotations
 
-import os
-
 import torch
 import triton
 import triton.language as tl
 
-from .common import gelu as _gelu, gelu_grad as _gelu_grad
-
-INTERPRET = bool(triton.knobs.runtime.interpret) if hasattr(triton, "knobs") else \
-    os.environ.get("TRITON_INTERPRET", "0") == "1"
+from .common import AUTOTUNE, INTERPRET, check_dtypes, device_guard, gelu as _gelu, gelu_grad as _gelu_grad
 
 ROUTING_IDS = {"soft": 0, "uniform": 1, "top1": 2}
 MAX_D = 256           # whole feature rows live in registers / shared memory
@@ -272,7 +267,6 @@ INTERP_REDUCE_CONFIG = {"BLOCK_I": 32, "BLOCK_J": 64, "BLOCK_R": 32}
 #: shapes, where tuning every shape would cost more than the tests)
 GPU_TOKEN_CONFIG = {"BLOCK_N": 32, "BLOCK_H": 32, "num_warps": 4, "num_stages": 2}
 GPU_REDUCE_CONFIG = {"BLOCK_I": 64, "BLOCK_J": 64, "BLOCK_R": 32, "num_warps": 4, "num_stages": 3}
-AUTOTUNE = not INTERPRET and os.environ.get("HIMOE_FAST_AUTOTUNE", "1").strip() != "0"
 
 if not AUTOTUNE:
     _fwd = _bank_fwd_kernel
@@ -359,12 +353,13 @@ def tn_reduce(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, *, col_group:
     def grid(META):
         return (triton.cdiv(I, META["BLOCK_I"]), triton.cdiv(J, META["BLOCK_J"]), G * split)
 
-    _reduce[grid](
-        a, b, part, cs, N, I, J, rows_per_split, split,
-        a.stride(0), a.stride(1), b.stride(0), b.stride(1),
-        s_os, s_og, s_oi, col_group, s_ocg, s_oj, s_cs, s_cg,
-        HAS_COLSUM=has_cs, DOT_PREC=_dot_prec(a.dtype), **meta,
-    )
+    with device_guard(a):
+        _reduce[grid](
+            a, b, part, cs, N, I, J, rows_per_split, split,
+            a.stride(0), a.stride(1), b.stride(0), b.stride(1),
+            s_os, s_og, s_oi, col_group, s_ocg, s_oj, s_cs, s_cg,
+            HAS_COLSUM=has_cs, DOT_PREC=_dot_prec(a.dtype), **meta,
+        )
     if not direct:
         out.copy_(part.sum(0))
     if has_cs and not cs_direct:
@@ -383,6 +378,7 @@ class ModalityExpertsFunction(torch.autograd.Function):
         K, H = w1.shape[1], w1.shape[3]
         if D > MAX_D:
             raise ValueError(f"modality_experts (triton): d_model={D} > {MAX_D} is not supported")
+        check_dtypes("modality_experts", x=x, gate_weight=gate_weight, gate_bias=gate_bias, w1=w1, b1=b1, w2=w2, b2=b2)
         x, gate_weight, gate_bias, w1, b1, w2, b2 = (t.contiguous() for t in (x, gate_weight, gate_bias, w1, b1, w2, b2))
         z = torch.empty_like(x)
         alpha = torch.empty((M, N, K), device=x.device, dtype=x.dtype)
@@ -390,8 +386,9 @@ class ModalityExpertsFunction(torch.autograd.Function):
         if N > 0:
             meta = _token_meta(D)
             grid = lambda META: (triton.cdiv(N, META["BLOCK_N"]), M)  # noqa: E731
-            _fwd[grid](x, gate_weight, gate_bias, w1, b1, w2, b2, z, alpha, N, D, H, K, triton.next_power_of_2(N),
-                       ROUTING=rid, DOT_PREC=_dot_prec(x.dtype), BLOCK_D=_pow2(D), BLOCK_K=_pow2(K), **meta)
+            with device_guard(x):
+                _fwd[grid](x, gate_weight, gate_bias, w1, b1, w2, b2, z, alpha, N, D, H, K, triton.next_power_of_2(N),
+                           ROUTING=rid, DOT_PREC=_dot_prec(x.dtype), BLOCK_D=_pow2(D), BLOCK_K=_pow2(K), **meta)
         ctx.routing = routing
         ctx.set_materialize_grads(False)
         if routing != "soft":
@@ -407,7 +404,7 @@ class ModalityExpertsFunction(torch.autograd.Function):
         soft = ctx.routing == "soft"
         if dz is None:
             dz = torch.zeros_like(x)
-        dz = dz.contiguous()
+        dz = dz.to(x.dtype).contiguous()
         has_da = soft and dalpha is not None
         dalpha = dalpha.contiguous() if has_da else alpha
         dx = torch.empty_like(x)
@@ -417,10 +414,11 @@ class ModalityExpertsFunction(torch.autograd.Function):
         if N > 0:
             meta = _token_meta(D)
             grid = lambda META: (triton.cdiv(N, META["BLOCK_N"]), M)  # noqa: E731
-            _bwd_token[grid](x, dz, alpha, dalpha, gate_weight, w1, b1, w2, b2, dx, dh, g, dlogits,
-                             N, D, H, K, triton.next_power_of_2(N), ROUTING=ROUTING_IDS[ctx.routing],
-                             HAS_DALPHA=has_da, DOT_PREC=_dot_prec(x.dtype), BLOCK_D=_pow2(D), BLOCK_K=_pow2(K),
-                             **meta)
+            with device_guard(x):
+                _bwd_token[grid](x, dz, alpha, dalpha, gate_weight, w1, b1, w2, b2, dx, dh, g, dlogits,
+                                 N, D, H, K, triton.next_power_of_2(N), ROUTING=ROUTING_IDS[ctx.routing],
+                                 HAS_DALPHA=has_da, DOT_PREC=_dot_prec(x.dtype), BLOCK_D=_pow2(D), BLOCK_K=_pow2(K),
+                                 **meta)
         need = ctx.needs_input_grad
         dwg = dbg = dw1 = db1 = dw2 = db2 = None
         if need[3] or need[4]:

@@ -8,6 +8,7 @@ module for CPU use, and refuses (clearly) when the module was already imported f
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -29,6 +30,43 @@ def resolve(backend: str, device: torch.device | str) -> str:
     if backend == "auto":
         return "triton" if torch.device(device).type == "cuda" and triton_available() else "torch"
     return backend
+
+
+def autocast_dtype(device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype active for ``device``'s type (e.g. bf16 under ``torch.autocast("cpu")``), else None."""
+    dt = torch.device(device).type
+    try:
+        if torch.is_autocast_enabled(dt):
+            return torch.get_autocast_dtype(dt)
+    except (RuntimeError, TypeError):   # device type without autocast support
+        return None
+    return None
+
+
+def unify_dtypes(op: str, names: tuple[str, ...], tensors: tuple, device: torch.device | str,
+                 allowed: tuple[torch.dtype, ...] = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+                 ) -> tuple:
+    """The fused ops take tensors of one floating dtype. Under autocast every floating input is cast to
+    the autocast dtype (as autocast does for the reference's matmuls), so the op then runs with
+    autocast off (see :func:`no_autocast`); otherwise mixed or unsupported dtypes are a ``TypeError``
+    naming the tensors. ``None`` entries pass through."""
+    amp = autocast_dtype(device)
+    if amp is not None:
+        return tuple(t.to(amp) if t is not None and t.is_floating_point() else t for t in tensors)
+    present = [(n, t) for n, t in zip(names, tensors) if t is not None]
+    dtypes = {t.dtype for _, t in present}
+    if len(dtypes) > 1 or not dtypes <= set(allowed):
+        listed = ", ".join(f"{n} {str(t.dtype).replace('torch.', '')}" for n, t in present)
+        raise TypeError(f"{op}: expected tensors of one dtype among "
+                        f"{', '.join(str(a).replace('torch.', '') for a in allowed)}; got {listed}")
+    return tuple(tensors)
+
+
+def no_autocast(device: torch.device | str):
+    """Context that switches autocast off for ``device``'s type (the fused ops cast their inputs first)."""
+    if autocast_dtype(device) is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, enabled=False)
 
 
 def triton_available() -> bool:

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backend import no_autocast, unify_dtypes
+
 
 @dataclass
 class SignalGroup:
@@ -118,7 +120,11 @@ def depthwise_conv_cm(y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """Depthwise 'same' conv on channel-major ``y [C, N, S]`` with filters ``w [C, k]`` (odd k)."""
     S, k = y.shape[-1], w.shape[-1]
     if S <= TOEPLITZ_MAX_S:
-        return ToeplitzDepthwiseConv.apply(y, w)
+        # autocast (the reference's conv1d runs in its dtype) is applied here, once: the Function's
+        # backward runs outside autocast and needs both operands in one dtype
+        y, w = unify_dtypes("depthwise_conv", ("y", "w"), (y, w), y.device)
+        with no_autocast(y.device):
+            return ToeplitzDepthwiseConv.apply(y, w)
     out = F.conv1d(y.transpose(0, 1), w.unsqueeze(1), padding=k // 2, groups=w.shape[0])   # long windows
     return out.transpose(0, 1)
 

@@ -31,11 +31,9 @@ import threading
 import torch
 
 from ..model.experts import gate_weights
-from .backend import load_kernel_module, resolve
+from .backend import load_kernel_module, no_autocast, resolve, unify_dtypes
 
 ROUTINGS = ("soft", "uniform", "top1")
-
-
 
 
 class Workspace(threading.local):
@@ -214,10 +212,16 @@ def modality_bank(x: torch.Tensor, gate_weight: torch.Tensor, gate_bias: torch.T
     x: ``[M, N, d]`` bank input (absent tokens zero); parameters in the stacked layout of
     :class:`~himoe_fast.model.ModalityExpertBank`. Returns (z ``[M, N, d]``, alpha ``[M, N, K]``).
     ``backend``: ``auto`` (Triton on CUDA, batched torch on CPU) | ``triton`` | ``torch``.
+    Inputs share one dtype; under autocast they are cast to the autocast dtype (bf16 on CPU and GPU
+    alike), as autocast does for the reference's matmuls, and the outputs come out in that dtype.
     """
-    if resolve(backend, x.device) == "triton":
-        kern = load_kernel_module("modality_experts", x.device)
-        if backend == "triton" or x.shape[-1] <= kern.MAX_D:
-            return kern.modality_experts(x, gate_weight, gate_bias, w1, b1, w2, b2, routing)
-        # auto: rows wider than the kernels keep on chip run the batched torch path (CUDA too)
-    return modality_bank_torch(x, gate_weight, gate_bias, w1, b1, w2, b2, routing)
+    x, gate_weight, gate_bias, w1, b1, w2, b2 = unify_dtypes(
+        "modality_bank", ("x", "gate_weight", "gate_bias", "w1", "b1", "w2", "b2"),
+        (x, gate_weight, gate_bias, w1, b1, w2, b2), x.device)
+    with no_autocast(x.device):
+        if resolve(backend, x.device) == "triton":
+            kern = load_kernel_module("modality_experts", x.device)
+            if backend == "triton" or x.shape[-1] <= kern.MAX_D:
+                return kern.modality_experts(x, gate_weight, gate_bias, w1, b1, w2, b2, routing)
+            # auto: rows wider than the kernels keep on chip run the batched torch path (CUDA too)
+        return modality_bank_torch(x, gate_weight, gate_bias, w1, b1, w2, b2, routing)

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from himoe_fast.model.router import COSINE_EPS
 
-from .backend import load_kernel_module, resolve
+from .backend import load_kernel_module, no_autocast, resolve, unify_dtypes
 
 MODES = ("dot", "cosine", "diff")
 BACKENDS = ("auto", "torch", "triton")
@@ -246,7 +246,18 @@ def _check(z, w1, b1, w2, b2, wq, wk, mode, scale, lam, backend):
 
 def da_router_core(z, w1, b1, w2, b2, wq, wk, mode: str, scale=None, backend: str = "torch",
                    save_hidden: bool | None = None):
-    """The fused part: returns (A ``[P, N, d]``, S ``[P, N, L]``), one per softmax (see module doc)."""
+    """The fused part: returns (A ``[P, N, d]``, S ``[P, N, L]``), one per softmax (see module doc).
+
+    Inputs share one dtype; under autocast they are cast to the autocast dtype and the core runs with
+    autocast off (its outputs come out in that dtype)."""
+    z, w1, b1, w2, b2, wq, wk, scale = unify_dtypes(
+        "da_router", ("z", "w1", "b1", "w2", "b2", "wq", "wk", "scale"), (z, w1, b1, w2, b2, wq, wk, scale),
+        z.device)
+    with no_autocast(z.device):
+        return _core(z, w1, b1, w2, b2, wq, wk, mode, scale, backend, save_hidden)
+
+
+def _core(z, w1, b1, w2, b2, wq, wk, mode, scale, backend, save_hidden):
     r = wq.shape[-1]
     q = torch.matmul(z, wq)                                                 # [P, N, r]
     if mode == "cosine":
