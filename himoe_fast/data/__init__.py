@@ -10,7 +10,8 @@ Data flow::
 Module map: :mod:`.errors` (DatasetError), :mod:`.deap`, :mod:`.dreamer` (readers and file layouts),
 :mod:`.synthetic` (generator), :mod:`.preprocess` (filter table, baseline, standardisation),
 :mod:`.windows` (WindowedData), :mod:`.prepare` (prepare_windows, cache layout), :mod:`.cache`,
-:mod:`.missing`, :mod:`.protocols`, :mod:`.dataset`.
+:mod:`.missing`, :mod:`.protocols`, :mod:`.dataset`, :mod:`.recordings` (your own MNE-readable
+recordings with per-trial or continuous ratings), :mod:`.synthetic_recordings`.
 """
 
 from .cache import cache_root
@@ -22,7 +23,9 @@ from .missing import draw_present
 from .prepare import prepare_windows
 from .preprocess import DEFAULT_FILTERS, FilterSpec, PreprocessConfig
 from .protocols import Split, make_splits
+from .recordings import prepare_recordings, recordings_config, scan_recordings
 from .synthetic import ensure_synthetic, write_synthetic_deap, write_synthetic_dreamer
+from .synthetic_recordings import write_synthetic_recordings
 from .windows import WindowedData, make_sequences
 
 __all__ = [
@@ -31,4 +34,5 @@ __all__ = [
     "prepare_windows", "PreprocessConfig", "FilterSpec", "DEFAULT_FILTERS",
     "WindowedData", "make_sequences", "Split", "make_splits",
     "SequenceDataset", "collate_batch", "make_loader", "draw_present",
+    "scan_recordings", "recordings_config", "prepare_recordings", "write_synthetic_recordings",
 ]

@@ -49,7 +49,7 @@ from .windows import WindowedData, cut_windows, make_sequences, window_count
 
 #: Bump when windowing / assembly changes its output (part of the cache key).
 WINDOWS_VERSION = 1
-DATASETS = ("deap", "dreamer")
+DATASETS = ("deap", "dreamer", "recordings")
 
 #: DEAP channel index -> signal family (decides the filter).
 DEAP_FAMILY = ("eeg",) * 32 + ("eog", "eog", "emg", "emg", "gsr", "resp", "ppg", "temp")
@@ -336,8 +336,8 @@ def prepare_windows(dataset: str, data_dir: str | os.PathLike | None, cfg: HiMoE
     """Load, preprocess, window and cache a data set for ``cfg``.
 
     Args:
-        dataset: ``"deap"`` or ``"dreamer"``.
-        data_dir: DEAP folder / DREAMER.mat (or its folder).
+        dataset: ``"deap"``, ``"dreamer"`` or ``"recordings"`` (:mod:`.recordings`).
+        data_dir: DEAP folder / DREAMER.mat (or its folder) / recordings folder.
         cfg: the model config: modalities (names, channels, rates), ``window_s``, ``targets``.
         seq_len: windows per sequence ``T``.
         stride_s: seconds between window starts (default ``cfg.window_s``: no overlap).
@@ -358,6 +358,12 @@ def prepare_windows(dataset: str, data_dir: str | os.PathLike | None, cfg: HiMoE
     """
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+    if dataset == "recordings" and data_dir is not None:   # own layout, same cache and outputs
+        from .recordings import prepare_recordings
+
+        return prepare_recordings(data_dir, cfg, seq_len=seq_len, stride_s=stride_s, seq_stride=seq_stride,
+                                  subjects=subjects, lags=lags, cache_dir=cache_dir, progress=progress,
+                                  use_cache=use_cache, **preprocess_overrides)
     if data_dir is None:
         raise DatasetError(None, f"no data folder given for {dataset.upper()} (use ensure_synthetic() for synthetic data)")
     pp = PreprocessConfig.from_overrides(**preprocess_overrides)
