@@ -1,11 +1,10 @@
-// CUDA binding of the masked NT-Xent ops: ATen prep (ntxent_common.h) + the plain-CUDA kernels of
-// ntxent_kernels.cu. Compiled only when torch has CUDA (ext.py adds it and -DHIMOE_WITH_CUDA).
+// CUDA kernels of the masked NT-Xent ops: ATen prep (ntxent_common.h) + the plain-CUDA kernels of
+// ntxent_kernels.cu, as himoe::forward_cuda / himoe::backward_cuda (exposed by ntxent_op.cpp). Compiled only when torch has CUDA (ext.py adds it and -DHIMOE_WITH_CUDA).
 // It uses only device-generic c10 headers (the current stream comes through c10's virtual guard),
 // so it also syntax-checks against a CPU build of torch (.ci/nvcc-check).
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <c10/core/DeviceGuard.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
-#include <torch/library.h>
 
 #include "ntxent_common.h"
 #include "ntxent_kernels.cuh"
@@ -28,6 +27,9 @@ void check_device(const at::Tensor& z) {
               himoe_cuda::kMaxModalities, " modalities, got ", z.size(0));
 }
 
+}  // namespace
+
+// Called from the Python-registered op kernels through the extension module (ntxent_op.cpp).
 std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& z, const at::Tensor& present, double temperature) {
   check_inputs(z, present, temperature);
   check_device(z);
@@ -76,10 +78,4 @@ at::Tensor backward_cuda(const at::Tensor& grad, const at::Tensor& z, const at::
   return finish_grad(prep, gu, grad, temperature);
 }
 
-}  // namespace
 }  // namespace himoe
-
-TORCH_LIBRARY_IMPL(himoe_fast, CUDA, m) {
-  m.impl("masked_ntxent_forward", TORCH_FN(himoe::forward_cuda));
-  m.impl("masked_ntxent_backward", TORCH_FN(himoe::backward_cuda));
-}

@@ -178,6 +178,50 @@ def test_torch_compile_fullgraph(built):
     torch.testing.assert_close(g_comp, g_eager)
 
 
+def test_ops_resolve_and_trace_right_after_import(tmp_path):
+    """The schemas, fake kernels and autograd exist after ``import himoe_fast``, before any build: the
+    ops resolve and trace with fake tensors while the extension cache stays empty (builds disabled)."""
+    r = _run("""
+        import torch
+        import himoe_fast
+        from torch._subclasses.fake_tensor import FakeTensorMode
+        from torch.fx.experimental.proxy_tensor import make_fx
+        for name in ("masked_ntxent", "masked_ntxent_forward", "masked_ntxent_backward"):
+            getattr(torch.ops.himoe_fast, name).default
+        with FakeTensorMode():
+            z = torch.randn(3, 7, 5, requires_grad=True); p = torch.ones(3, 7, dtype=torch.bool)
+            loss, lse = torch.ops.himoe_fast.masked_ntxent_forward(z, p, 0.1)
+            (g,) = torch.autograd.grad(torch.ops.himoe_fast.masked_ntxent(z, p, 0.1), z)
+            assert loss.shape == () and lse.shape == (3, 7, 3) and g.shape == (3, 7, 5)
+        gm = make_fx(lambda z, p: torch.ops.himoe_fast.masked_ntxent(z, p, 0.1), tracing_mode="fake")(
+            torch.randn(3, 7, 5), torch.ones(3, 7, dtype=torch.bool))
+        assert "masked_ntxent_forward" in gm.code
+        print("ok")
+    """, _env(tmp_path, HIMOE_FAST_NO_EXT="1"), timeout=120)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
+    assert not (tmp_path / "ext").exists() or not any((tmp_path / "ext").iterdir())
+
+
+def test_first_execution_of_the_op_loads_the_kernels(built):
+    """Calling ``torch.ops.himoe_fast.*`` first thing (no load_extension) builds/loads the kernels and
+    gives the torch reference's value and gradient."""
+    r = _run("""
+        import torch
+        import himoe_fast
+        from himoe_fast.ops import ext
+        from himoe_fast.ops.ntxent import masked_ntxent_torch
+        assert ext._state["module"] is None
+        g = torch.Generator().manual_seed(5)
+        z = torch.randn(3, 11, 6, generator=g, requires_grad=True); p = torch.rand(3, 11, generator=g) < 0.8
+        a = torch.ops.himoe_fast.masked_ntxent(z, p, 0.2); (ga,) = torch.autograd.grad(a, z)
+        b = masked_ntxent_torch(z, p, 0.2); (gb,) = torch.autograd.grad(b, z)
+        assert ext._state["module"] is not None
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6); torch.testing.assert_close(ga, gb, atol=1e-5, rtol=1e-4)
+        print("ok")
+    """, os.environ, timeout=240)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
+
+
 def test_deterministic(built, monkeypatch):
     monkeypatch.setenv("HIMOE_FAST_NTXENT_TILE", "16")
     z = torch.randn(4, 100, 16)

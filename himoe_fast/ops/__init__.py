@@ -2,7 +2,8 @@
 
 ``masked_ntxent(z, present, temperature, backend)``: ``"torch"`` is the readable reference in
 :mod:`himoe_fast.ops.ntxent`; ``"ext"`` is the tiled C++/CUDA operator
-``torch.ops.himoe_fast.masked_ntxent`` (built on first use, see :mod:`himoe_fast.ops.ext`);
+``torch.ops.himoe_fast.masked_ntxent`` (defined at import by :mod:`himoe_fast.ops.library`, its kernels
+built on first use, see :mod:`himoe_fast.ops.ext`);
 ``"auto"`` uses the extension when it has a kernel for the tensor's dtype and device and the torch
 reference otherwise. When the extension cannot be built (no compiler), ``"ext"`` and ``"auto"`` fall
 back to the torch reference with a one-time warning.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from . import library  # defines torch.ops.himoe_fast.* (schemas, fake kernels, autograd)
 from .ntxent import masked_ntxent_torch
 
 BACKENDS = ("auto", "ext", "torch")
@@ -41,4 +43,4 @@ def masked_ntxent(z: torch.Tensor, present: torch.Tensor, temperature: float = 0
     return masked_ntxent_torch(z, present, temperature)
 
 
-__all__ = ["masked_ntxent", "masked_ntxent_torch", "BACKENDS"]
+__all__ = ["masked_ntxent", "masked_ntxent_torch", "BACKENDS", "library"]

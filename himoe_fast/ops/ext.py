@@ -3,11 +3,10 @@
 The sources are compiled once with :func:`torch.utils.cpp_extension.load` (ninja) into
 ``$HIMOE_FAST_CACHE/ext/<name>/`` (default ``~/.cache/himoe-fast``), where ``<name>`` hashes the
 sources, the torch/Python versions, the compiler and the flags, so a changed setting builds anew and
-an unchanged one never rebuilds. Loading it registers the ops
-
-* ``torch.ops.himoe_fast.masked_ntxent(z, present, temperature) -> Tensor`` (scalar loss),
-* ``torch.ops.himoe_fast.masked_ntxent_forward(...) -> (loss, lse)`` (CPU/CUDA kernels, fake kernel,
-  autograd), ``torch.ops.himoe_fast.masked_ntxent_backward(grad, z, present, lse, temperature)``.
+an unchanged one never rebuilds. The module holds the CPU (and CUDA) kernels of the ops
+``torch.ops.himoe_fast.masked_ntxent[_forward|_backward]``, whose schemas, fake kernels and autograd
+are defined at import in :mod:`himoe_fast.ops.library`; the ops' kernels call :func:`load_extension`
+on their first execution.
 
 Concurrency: one process builds while the others wait on an ``fcntl.flock`` of ``build.lock`` in the
 cache directory. The kernel drops a flock when its holder dies, so a build killed half-way leaves at
@@ -57,7 +56,7 @@ CUDA_CFLAGS = ("-O3",)
 OPS = ("masked_ntxent", "masked_ntxent_forward", "masked_ntxent_backward")
 
 _lock = threading.Lock()
-_state: dict = {"tried": False, "module": None, "error": None, "warned": False, "registered": False}
+_state: dict = {"tried": False, "module": None, "error": None, "warned": False}
 
 
 # ------------------------------------------------------------------------------------------ paths
@@ -178,38 +177,6 @@ def _build_or_import(cfg: dict, verbose: bool) -> ModuleType:
         return module
 
 
-def _register_python_parts() -> None:
-    """Fake (meta) kernels and the autograd formula of the C++-defined ops; once per process."""
-    if _state["registered"]:
-        return
-
-    @torch.library.register_fake("himoe_fast::masked_ntxent_forward")
-    def _fake_forward(z, present, temperature):
-        M, N = z.shape[0], z.shape[1]
-        return z.new_empty(()), z.new_empty((M, N, M))
-
-    @torch.library.register_fake("himoe_fast::masked_ntxent_backward")
-    def _fake_backward(grad, z, present, lse, temperature):
-        return z.new_empty(z.shape)
-
-    def _setup_context(ctx, inputs, output):
-        z, present, temperature = inputs
-        _, lse = output
-        ctx.save_for_backward(z, present, lse)
-        ctx.temperature = temperature
-        ctx.mark_non_differentiable(lse)
-
-    def _backward(ctx, grad_loss, grad_lse):
-        z, present, lse = ctx.saved_tensors
-        grad_z = None
-        if ctx.needs_input_grad[0]:
-            grad_z = torch.ops.himoe_fast.masked_ntxent_backward(grad_loss, z, present, lse, ctx.temperature)
-        return grad_z, None, None
-
-    torch.library.register_autograd("himoe_fast::masked_ntxent_forward", _backward, setup_context=_setup_context)
-    _state["registered"] = True
-
-
 # ------------------------------------------------------------------------------------------ public
 def load_extension(verbose: bool = False, warn: bool = True) -> ModuleType | None:
     """Build (once, cached on disk) and load the extension; ``None`` when it cannot be had.
@@ -250,7 +217,6 @@ def _load_slow(verbose: bool, warn: bool) -> ModuleType | None:
                     cfg = _config(False)
                     _state["cfg"] = cfg
                     module = _build_or_import(cfg, verbose)
-                _register_python_parts()
                 _state["cuda_kernels"] = bool(module.cuda_kernels())
                 _state["module"] = module
             except Exception as e:  # noqa: BLE001 - any build failure means: use the torch backend
