@@ -15,6 +15,7 @@ ENCODER_KINDS = ("eeg", "signal", "features")
 ROUTERS = ("dot", "cosine", "diff")
 ROUTINGS = ("soft", "uniform", "top1")
 TASKS = ("regression", "binary")
+TEMPORAL_MODES = ("none", "align", "align+context")   # see himoe_fast.model.temporal
 
 # --------------------------------------------------------------------------------------------------
 # Dataset channel maps (used by the presets here and by the loaders in himoe_fast.data).
@@ -124,6 +125,10 @@ class HiMoEConfig:
     threshold: float = 5.0               # binary task: high = label >= threshold
     dropout: float = 0.1                 # encoder dropout (train mode only)
     dataset: str = "custom"              # which preset built it (informational)
+    # ---- asynchrony (this project's design, not the paper's; "none" is the paper-literal model)
+    temporal: str = "none"               # none | align | align+context (himoe_fast.model.temporal)
+    causal: bool = False                 # temporal stages see only past windows (streaming)
+    max_shift: int = 6                   # D: the lag aligner's largest shift, in windows
 
     def __post_init__(self) -> None:
         self.modalities = tuple(
@@ -144,6 +149,10 @@ class HiMoEConfig:
             raise ValueError(f"router must be one of {ROUTERS}, got {self.router!r}")
         if self.routing not in ROUTINGS:
             raise ValueError(f"routing must be one of {ROUTINGS}, got {self.routing!r}")
+        if self.temporal not in TEMPORAL_MODES:
+            raise ValueError(f"temporal must be one of {TEMPORAL_MODES}, got {self.temporal!r}")
+        if int(self.max_shift) < 0:
+            raise ValueError(f"max_shift must be >= 0, got {self.max_shift}")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if not self.targets:

@@ -8,6 +8,7 @@ parameter names, shapes and state dicts are identical and interchangeable both w
     bank          fused Modality Expert Bank (Triton on CUDA, batched torch)    himoe_fast.fast.experts
     fuse, heads   launch-lean versions                                          himoe_fast.fast.stages
     router        ``da_router`` (Triton on CUDA, batched torch)                 himoe_fast.fast.router
+    temporal      the reference's LagAligner / TemporalContext modules (cheap) himoe_fast.model.temporal
     alignment     ``masked_ntxent(backend="auto")`` (C++/CUDA extension when built)
 
 Outputs are returned in the reference's shapes (``[B, T, ...]``, as views where possible).
@@ -80,11 +81,16 @@ class FastHiMoE(HiMoE):
         present = present.to(torch.bool)
         present_mn = present.reshape(N, M).t()                                   # [M, N]
         Z = self.encode_tokens(inputs, present_mn)                               # [M, N, d]
+        if self.aligner is not None:                                             # lag aligner (ours)
+            Zb = self.aligner(Z.transpose(0, 1).reshape(B, T, M, -1), present)
+            Z = Zb.reshape(N, M, -1).transpose(0, 1)
         x = Z * present_mn.unsqueeze(-1).to(Z.dtype)                             # absent -> zero vector
         mb = self.modality_bank
         z_m, alpha = modality_bank(x, mb.gate_weight, mb.gate_bias, mb.w1, mb.b1, mb.w2, mb.b2,
                                    mb.routing, backend=self._kernel_backend(x.device))   # Eq. 2-3
         z, w = fuse_fast(self.fuse, z_m, present_mn)                             # Eq. 4
+        if self.context is not None:                                             # temporal context (ours)
+            z = self.context(z.reshape(B, T, -1), present.any(-1)).reshape(N, -1)
         e, beta = self.emotion_tokens(z)                                         # Eq. 5-6
         pred = heads_fast(self.heads, e)                                         # [N, n_targets]
         if compute_alignment is None:

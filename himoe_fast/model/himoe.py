@@ -2,12 +2,14 @@
 
     raw windows {x_m: [B, T, C_m, S_m]}, present [B, T, M]
       -> encoders                      Z_m = Enc_m(x_m)                        [B, T, d] each
+      -> [lag aligner]                 Z'_m (temporal="align*", ours)          [B, T, d] each
       -> missing-modality masking      x_t^(m) = Z_m,t * present_t,m           (zero when absent)
       -> Modality Expert Bank          z^(m), alpha  (Eq. 2-3)                 [B, T, M, d], [B, T, M, K]
       -> Fuse                          z = sum_m w_m z^(m), w over present m  (Eq. 4)  [B, T, d]
+      -> [temporal context]            z + Attn_T(z) (temporal="align+context", ours)   [B, T, d]
       -> Emotion Expert Bank           e, beta (Eq. 5-6)                       [B, T, d], [B, T, L]
       -> heads                         pred                                    [B, T, n_targets]
-    alignment loss: masked NT-Xent on Z flattened to N = B*T tokens per modality (Eq. 1, 7)
+    alignment loss: masked NT-Xent on Z (Z' when aligned) flattened to N = B*T tokens per modality (Eq. 1, 7)
     loss: L = L_emo (masked) + align_weight * L_NT-Xent                       (Eq. 8)
 """
 
@@ -27,6 +29,7 @@ from .experts import ModalityExpertBank
 from .fuse import AttentionFuse
 from .heads import TargetHeads
 from .router import EmotionExpertBank
+from .temporal import LagAligner, TemporalContext
 
 
 @dataclass
@@ -102,6 +105,11 @@ class HiMoE(nn.Module):
         )
         init_bias = sum(cfg.label_range) / 2 if cfg.task == "regression" else 0.0
         self.heads = TargetHeads(d, cfg.n_targets, init_bias)
+        # optional temporal stages (this project's; absent when temporal="none", the paper-literal model)
+        self.aligner = (LagAligner(cfg.n_modalities, cfg.max_shift, cfg.causal)
+                        if cfg.temporal in ("align", "align+context") else None)
+        self.context = (TemporalContext(d, causal=cfg.causal)
+                        if cfg.temporal == "align+context" else None)
 
     # ------------------------------------------------------------------ stages
     def encode(self, inputs: Mapping[str, torch.Tensor], present: torch.Tensor) -> torch.Tensor:
@@ -128,9 +136,13 @@ class HiMoE(nn.Module):
         check_inputs(self.cfg, inputs, present)
         present = present.to(torch.bool)
         Z = self.encode(inputs, present)                                   # [B, T, M, d]
+        if self.aligner is not None:
+            Z = self.aligner(Z, present)                                   # Z' (ours), zero where absent
         x = Z * present.unsqueeze(-1).to(Z.dtype)                          # absent -> zero vector
         z_m, alpha = self.modality_bank(x)                                 # Eq. 2-3
         z, w = self.fuse(z_m, present)                                     # Eq. 4
+        if self.context is not None:
+            z = self.context(z, present.any(-1))                           # evidence over T (ours)
         if self.emotion_bank is not None:
             e, beta = self.emotion_bank(z)                                 # Eq. 5-6
         else:
@@ -146,6 +158,15 @@ class HiMoE(nn.Module):
         """Eq. 8: ``L = L_emo + align_weight * L_NT-Xent``. labels, label_mask: ``[B, T, n_targets]``."""
         l_emo = emotion_loss(out.pred, labels, label_mask, self.cfg.task, self.cfg.threshold)
         return l_emo + self.cfg.align_weight * out.alignment_loss
+
+    def learned_delays(self, step_s: float | None = None) -> dict[str, float]:
+        """Delay the lag aligner learned per modality, in seconds (``step_s`` = seconds between
+        consecutive windows; default ``cfg.window_s``, i.e. no overlap). Positive: the modality's
+        evidence is read from later windows (it lags). Empty when there is no aligner."""
+        if self.aligner is None:
+            return {}
+        step = self.cfg.window_s if step_s is None else float(step_s)
+        return {name: float(v) * step for name, v in zip(self.cfg.modality_names, self.aligner.delays())}
 
     def predict_scores(self, out: HiMoEOutput) -> torch.Tensor:
         """Ratings (regression) or probabilities of "high" (binary), ``[B, T, n_targets]``."""
