@@ -50,7 +50,7 @@ def test_paper_literal_model_has_no_temporal_parameters():
 def _one_hot_aligner(M: int, D: int, shift_per_modality: list[int], causal: bool = False) -> LagAligner:
     al = LagAligner(M, D, causal)
     with torch.no_grad():
-        al.gain.fill_(1.0)
+        al.gain.fill_(1.0 / al.RATE)
         al.shift_logits.fill_(-200.0)         # softmax underflows to an exact one-hot
         for m, k in enumerate(shift_per_modality):
             al.shift_logits[m, al.offsets.index(k)] = 0.0
@@ -87,8 +87,8 @@ def test_aligner_ignores_absent_windows_and_keeps_them_absent():
     Z2[~present] = torch.randn_like(Z2[~present]) * 100        # garbage where absent
     torch.testing.assert_close(al(Z2, present), out)
     # where present, a weighted mean over the present windows of the support, per the definition
-    pi = torch.softmax(al.shift_logits.detach(), -1)
-    g = al.gain.detach()
+    pi = torch.softmax(al.RATE * al.shift_logits.detach(), -1)
+    g = al.RATE * al.gain.detach()
     b, t, m = 0, 0, 0
     num, den = torch.zeros(d), 0.0
     for s, k in enumerate(al.offsets):
@@ -107,9 +107,9 @@ def test_learned_delays_are_the_kernels_centre_of_mass_in_seconds():
     model.aligner.load_state_dict(one_hot.state_dict())
     assert model.learned_delays(step_s=0.5) == pytest.approx({"eeg": 0.0, "gsr": 1.0, "face": -0.5})
     with torch.no_grad():
-        model.aligner.gain.fill_(0.5)
+        model.aligner.gain.fill_(0.5 / model.aligner.RATE)
         model.aligner.shift_logits.zero_()             # uniform over -2..2: centre 0, half identity
-        model.aligner.shift_logits[1] = torch.tensor([0.0, 0.0, 0.0, 0.0, math.log(3.0)])
+        model.aligner.shift_logits[1] = torch.tensor([0.0, 0.0, 0.0, 0.0, math.log(3.0)]) / model.aligner.RATE
     # modality 1: pi = [1,1,1,1,3]/7, kernel = 0.5 delta_0 + 0.5 pi -> centre 0.5 * (-2-1+0+1+6)/7
     assert model.learned_delays()["gsr"] == pytest.approx(0.5 * 4 / 7)
 
