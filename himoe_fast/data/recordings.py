@@ -390,6 +390,29 @@ def _read_recording(layout: RecordingsLayout, folder: Path, cfg: HiMoEConfig, pp
     return signals, end
 
 
+def read_signals(layout: RecordingsLayout, folder: Path, names: Sequence[str] | None = None
+                 ) -> dict[str, tuple[np.ndarray, np.ndarray, float]]:
+    """Raw samples of one recording for streaming: ``{modality: (x [n, C], times [n], sfreq)}`` with
+    times in seconds from the recording's time 0, ``BAD_*`` spans as NaN, unfiltered."""
+    opened = [(f, read_raw(f)) for f in raw_files(folder)]
+    starts = {f: _file_start(raw) for f, raw in opened}
+    known = [s for s in starts.values() if s is not None]
+    t0 = min(known) if known else 0.0
+    out = {}
+    for f, raw in opened:
+        for mod, chans in _channel_modalities(raw, layout.mapping).items():
+            if names is not None and mod not in names:
+                continue
+            try:
+                x = raw.get_data(picks=chans, reject_by_annotation="NaN", verbose="error")
+            except Exception as exc:  # noqa: BLE001
+                raise DatasetError(f, f"cannot read samples ({type(exc).__name__}: {exc})") from None
+            sf = float(raw.info["sfreq"])
+            offset = (starts[f] - t0) if starts[f] is not None else 0.0
+            out[mod] = (x.T, offset + np.arange(x.shape[1]) / sf, sf)
+    return out
+
+
 def _cut(sig: _Signal | None, spec: ModalitySpec, starts: np.ndarray, window_s: float
          ) -> tuple[np.ndarray, np.ndarray]:
     """Windows ``[n, C, S]`` (zeros where unrecorded) and present ``[n]`` of one modality."""
@@ -444,8 +467,6 @@ def _recording_labels(layout: RecordingsLayout, cfg: HiMoEConfig, subject: str, 
     if path.exists():
         targets, t, values = _read_ratings(path)
         cols = [targets.index(x) if x in targets else None for x in cfg.targets]
-        if all(c is None for c in cols):
-            raise DatasetError(path, f"rates none of the targets {', '.join(cfg.targets)} (columns: {', '.join(targets)})")
         on = window_ratings(t, values, starts, cfg.window_s)
         out = np.stack([on[:, c] if c is not None else np.full(starts.size, np.nan) for c in cols], 1)
         where = path
@@ -557,5 +578,5 @@ def prepare_recordings(data_dir: str | os.PathLike, cfg: HiMoEConfig, *, seq_len
     return _assemble(windows, arrays, names, cfg, seq_len, seq_stride, dict(meta, from_cache=False, cache_path=None))
 
 
-__all__ = ["scan_recordings", "recordings_config", "prepare_recordings", "window_ratings", "read_raw",
+__all__ = ["scan_recordings", "recordings_config", "prepare_recordings", "window_ratings", "read_raw", "read_signals",
            "RecordingsLayout", "MIN_COVERAGE", "TYPE_TO_MODALITY"]
