@@ -8,7 +8,7 @@ parameter names, shapes and state dicts are identical and interchangeable both w
     bank          fused Modality Expert Bank (Triton on CUDA, batched torch)    himoe_fast.fast.experts
     fuse, heads   launch-lean versions                                          himoe_fast.fast.stages
     router        ``da_router`` (Triton on CUDA, batched torch)                 himoe_fast.fast.router
-    temporal      the reference's LagAligner / TemporalContext modules (cheap) himoe_fast.model.temporal
+    temporal      lag aligner as two einsums; the reference's TemporalContext  himoe_fast.fast.temporal
     alignment     ``masked_ntxent(backend="auto")`` (C++/CUDA extension when built)
 
 Outputs are returned in the reference's shapes (``[B, T, ...]``, as views where possible).
@@ -27,6 +27,7 @@ from .backend import check_backend, load_kernel_module, resolve
 from .encoders import encode_fast, plan_encoders
 from .experts import modality_bank
 from .stages import fuse_fast, heads_fast
+from .temporal import align_fast
 
 
 class FastHiMoE(HiMoE):
@@ -82,7 +83,7 @@ class FastHiMoE(HiMoE):
         present_mn = present.reshape(N, M).t()                                   # [M, N]
         Z = self.encode_tokens(inputs, present_mn)                               # [M, N, d]
         if self.aligner is not None:                                             # lag aligner (ours)
-            Zb = self.aligner(Z.transpose(0, 1).reshape(B, T, M, -1), present)
+            Zb = align_fast(self.aligner, Z.transpose(0, 1).reshape(B, T, M, -1), present)
             Z = Zb.reshape(N, M, -1).transpose(0, 1)
         x = Z * present_mn.unsqueeze(-1).to(Z.dtype)                             # absent -> zero vector
         mb = self.modality_bank
