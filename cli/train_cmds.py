@@ -18,7 +18,7 @@ import typer
 
 from .common import choice, fail, parse_lags, parse_list, sweep_progress, user_errors
 
-DATASETS = ("synthetic", "deap", "dreamer")
+DATASETS = ("synthetic", "deap", "dreamer", "recordings")
 TASKS = ("regression", "binary")
 PROTOCOLS = ("holdout", "kfold", "loso")
 SPLITS = ("trial", "window")
@@ -34,8 +34,8 @@ PAPER_RECIPE = {"epochs": 75, "protocol": "kfold"}
 # ---------------------------------------------------------------------------------------------------
 # Options shared by train / robustness (typer reuses Annotated aliases)
 # ---------------------------------------------------------------------------------------------------
-Dataset = Annotated[str, typer.Option(help="synthetic | deap | dreamer")]
-DataDir = Annotated[Optional[Path], typer.Option(help="DEAP: folder with sNN.dat; DREAMER: DREAMER.mat or its folder")]
+Dataset = Annotated[str, typer.Option(help="synthetic | deap | dreamer | recordings (your own files)")]
+DataDir = Annotated[Optional[Path], typer.Option(help="DEAP: folder with sNN.dat; DREAMER: DREAMER.mat or its folder; recordings: DIR/<subject>/<recording>/<files> (README)")]
 Modalities = Annotated[Optional[str], typer.Option(help="comma-separated, e.g. eeg,gsr (default: all of the dataset)")]
 Task = Annotated[str, typer.Option(help="regression | binary")]
 Protocol = Annotated[Optional[str], typer.Option(help="holdout | kfold | loso (default: kfold; synthetic: holdout)")]
@@ -126,6 +126,10 @@ def build_run_config(*, dataset, data_dir, modalities, task, protocol, folds, sp
     try:
         if dataset == "dreamer":
             cfg = HiMoEConfig.dreamer(**({"modalities": mods} if mods else {}), **overrides)
+        elif dataset == "recordings":       # modalities, rates and targets come from the folder
+            from himoe_fast.data import recordings_config
+
+            cfg = recordings_config(data_dir, mods, **overrides)
         else:
             cfg = HiMoEConfig.deap(**({"modalities": mods} if mods else {}), **overrides)
     except ValueError as exc:
@@ -324,15 +328,26 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def synth(
-        kind: Annotated[str, typer.Option(help="deap | dreamer")] = "deap",
+        kind: Annotated[str, typer.Option(help="deap | dreamer | recordings")] = "deap",
         subjects: Annotated[int, typer.Option(help="number of subjects to write")] = 4,
         seed: Annotated[int, typer.Option(help="generator seed")] = 0,
-        out: Annotated[Path, typer.Option(help="DEAP: output folder; DREAMER: output .mat path")] = Path("synthetic"),
+        out: Annotated[Path, typer.Option(help="DEAP, recordings: output folder; DREAMER: output .mat path")] = Path("synthetic"),
     ) -> None:
         """Write synthetic data in the exact DEAP / DREAMER file formats."""
         from himoe_fast.data import write_synthetic_deap, write_synthetic_dreamer
 
-        choice(kind, "--kind", ("deap", "dreamer"))
+        choice(kind, "--kind", ("deap", "dreamer", "recordings"))
+        if kind == "recordings":          # own layout: several MNE files per recording, continuous ratings
+            from himoe_fast.data import write_synthetic_recordings
+
+            if subjects < 1:
+                fail(f"--subjects must be >= 1, got {subjects}")
+            if out.exists() and (not out.is_dir() or any(out.iterdir())):
+                fail(f"--out {out}: already exists and is not an empty folder")
+            with user_errors():
+                path = write_synthetic_recordings(out, subjects, seed)
+            typer.echo(f"wrote synthetic recordings ({subjects} subjects, seed {seed}) to {path}")
+            return
         if subjects < 1:
             fail(f"--subjects must be >= 1, got {subjects}")
         with user_errors():

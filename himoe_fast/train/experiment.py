@@ -33,7 +33,7 @@ from ..io import atomic_write_json, atomic_write_text
 from .distributed import DistContext, context_from_env, launched_by_torchrun, single_process_context, spawn
 from .loop import FoldResult, TrainSettings, train_fold
 
-DATASETS = ("synthetic", "deap", "dreamer")
+DATASETS = ("synthetic", "deap", "dreamer", "recordings")
 PROTOCOLS = ("holdout", "kfold", "loso")
 SPLITS = ("trial", "window")
 
@@ -99,7 +99,7 @@ def resolve_data_dir(data: DataSettings, modalities: tuple[str, ...] = ()) -> tu
         options = {"face": True} if "face" in modalities else {}
         return "deap", Path(ensure_synthetic("deap", n_subjects=n, seed=data.synthetic_seed, root=data.cache_dir,
                                              **options))
-    if data.dataset in ("deap", "dreamer"):
+    if data.dataset in ("deap", "dreamer", "recordings"):
         if not data.data_dir:
             raise DatasetError(f"--data-dir is required for --dataset {data.dataset}")
         path = Path(data.data_dir)
