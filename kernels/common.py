@@ -2,7 +2,8 @@
 
 * :data:`INTERPRET` -- the kernels were decorated under ``TRITON_INTERPRET=1`` (CPU tensors).
 * :data:`AUTOTUNE` -- one switch for every kernel module: ``HIMOE_FAST_AUTOTUNE=0`` launches each
-  kernel with its fixed GPU config instead of autotuning (always off under the interpreter).
+  kernel with its fixed GPU config instead of autotuning (always off under the interpreter);
+  :func:`fixed_configs` does the same for one block of code (:func:`autotune_enabled`).
 * :func:`check_dtypes`, :func:`device_guard` -- what every wrapper does before a launch.
 * ``gelu`` / ``gelu_grad`` -- ``@triton.jit`` device functions, fp32 in and out.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 
 import torch
 import triton
@@ -19,6 +21,24 @@ import triton.language as tl
 INTERPRET = bool(triton.knobs.runtime.interpret) if hasattr(triton, "knobs") else \
     os.environ.get("TRITON_INTERPRET", "0") == "1"
 AUTOTUNE = not INTERPRET and os.environ.get("HIMOE_FAST_AUTOTUNE", "1").strip() != "0"
+
+_FIXED = threading.local()
+
+
+def autotune_enabled() -> bool:
+    """Whether launches autotune now: :data:`AUTOTUNE`, unless inside :func:`fixed_configs`."""
+    return AUTOTUNE and not getattr(_FIXED, "on", False)
+
+
+@contextlib.contextmanager
+def fixed_configs():
+    """Launch every kernel with its fixed GPU config inside this block (self-check, cache warm-up)."""
+    before = getattr(_FIXED, "on", False)
+    _FIXED.on = True
+    try:
+        yield
+    finally:
+        _FIXED.on = before
 
 #: dtypes the kernels take (all operands of one launch share one); the interpreter runs fp32 only
 KERNEL_DTYPES = (torch.float32,) if INTERPRET else (torch.float32, torch.bfloat16, torch.float16)

@@ -103,7 +103,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import AUTOTUNE, INTERPRET, check_dtypes, device_guard, gelu as _gelu, gelu_grad as _gelu_grad
+from .common import INTERPRET, autotune_enabled, check_dtypes, device_guard, gelu as _gelu, gelu_grad as _gelu_grad
 
 COSINE_EPS = 1e-6                     # == himoe_fast.model.router.COSINE_EPS
 MODE_DOT, MODE_COSINE, MODE_DIFF = 0, 1, 2
@@ -413,7 +413,7 @@ def _launch_fwd(z, w1, b1, w2, b2, v, qh, wk, scale, sc, mode):
         if _interpret(dev):
             _fwd_kernel[(triton.cdiv(N, _INTERP_BLOCK_N),)](
                 *args, BLOCK_N=_INTERP_BLOCK_N, BLOCK_H=_INTERP_BLOCK_H, **meta)
-        elif AUTOTUNE:
+        elif autotune_enabled():
             _fwd_tuned[lambda m: (triton.cdiv(N, m["BLOCK_N"]),)](*args, **meta)
         else:
             _fwd_kernel[(triton.cdiv(N, GPU_CONFIG["BLOCK_N"]),)](*args, **GPU_CONFIG, **meta)
@@ -449,7 +449,7 @@ def _launch_bwd(z, w1, b1, w2, b2, v, qh, wk, scale, sc, mode, S, gA, gS, DD):
         if _interpret(dev):
             _bwd_kernel[(min(C, triton.cdiv(N, _INTERP_BLOCK_N)),)](
                 *args, BLOCK_N=_INTERP_BLOCK_N, BLOCK_H=_INTERP_BLOCK_H, **meta)
-        elif AUTOTUNE:
+        elif autotune_enabled():
             _bwd_tuned[lambda m: (min(C, triton.cdiv(N, m["BLOCK_N"])),)](*args, **meta)
         else:
             _bwd_kernel[(min(C, triton.cdiv(N, GPU_CONFIG["BLOCK_N"])),)](*args, **GPU_CONFIG, **meta)

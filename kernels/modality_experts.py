@@ -43,7 +43,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import AUTOTUNE, INTERPRET, check_dtypes, device_guard, gelu as _gelu, gelu_grad as _gelu_grad
+from .common import INTERPRET, autotune_enabled, check_dtypes, device_guard, gelu as _gelu, gelu_grad as _gelu_grad
 
 ROUTING_IDS = {"soft": 0, "uniform": 1, "top1": 2}
 MAX_D = 256           # whole feature rows live in registers / shared memory
@@ -268,16 +268,18 @@ INTERP_REDUCE_CONFIG = {"BLOCK_I": 32, "BLOCK_J": 64, "BLOCK_R": 32}
 GPU_TOKEN_CONFIG = {"BLOCK_N": 32, "BLOCK_H": 32, "num_warps": 4, "num_stages": 2}
 GPU_REDUCE_CONFIG = {"BLOCK_I": 64, "BLOCK_J": 64, "BLOCK_R": 32, "num_warps": 4, "num_stages": 3}
 
-if not AUTOTUNE:
-    _fwd = _bank_fwd_kernel
-    _bwd_token = _bank_bwd_token_kernel
-    _reduce = _tn_reduce_kernel
-else:  # pragma: no cover - GPU only
-    _fwd = triton.autotune(_token_configs(), key=["D", "H", "K", "N_BUCKET", "ROUTING"])(_bank_fwd_kernel)
-    _bwd_token = triton.autotune(_token_configs(), key=["D", "H", "K", "N_BUCKET", "ROUTING", "HAS_DALPHA"])(
-        _bank_bwd_token_kernel)
-    _reduce = triton.autotune(_reduce_configs(), key=["I", "J", "ROWS_PER_SPLIT", "SPLIT", "HAS_COLSUM"])(
-        _tn_reduce_kernel)
+_fwd_tuned = triton.autotune(_token_configs(), key=["D", "H", "K", "N_BUCKET", "ROUTING"])(_bank_fwd_kernel)
+_bwd_token_tuned = triton.autotune(_token_configs(), key=["D", "H", "K", "N_BUCKET", "ROUTING", "HAS_DALPHA"])(
+    _bank_bwd_token_kernel)
+_reduce_tuned = triton.autotune(_reduce_configs(), key=["I", "J", "ROWS_PER_SPLIT", "SPLIT", "HAS_COLSUM"])(
+    _tn_reduce_kernel)
+
+
+def _kernels():
+    """(fwd, bwd_token, reduce): the autotuned kernels, or the plain ones launched with fixed configs."""
+    if autotune_enabled():  # pragma: no cover - GPU only
+        return _fwd_tuned, _bwd_token_tuned, _reduce_tuned
+    return _bank_fwd_kernel, _bank_bwd_token_kernel, _tn_reduce_kernel
 
 
 def _pow2(n: int, lo: int = 16) -> int:
@@ -289,7 +291,7 @@ def _dot_prec(dtype: torch.dtype) -> str:
 
 
 def _token_meta(D: int):
-    if AUTOTUNE:
+    if autotune_enabled():
         return {}
     if INTERPRET:
         return dict(INTERP_TOKEN_CONFIG)
@@ -348,13 +350,13 @@ def tn_reduce(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, *, col_group:
     cs_v = cs.view(split if not cs_direct else 1, G, J) if has_cs else None
     s_cs, s_cg = (cs_v.stride(0), cs_v.stride(1)) if has_cs else (0, 0)
     rows_per_split = triton.cdiv(N, split)
-    meta = {} if AUTOTUNE else dict(INTERP_REDUCE_CONFIG) if INTERPRET else dict(GPU_REDUCE_CONFIG)
+    meta = {} if autotune_enabled() else dict(INTERP_REDUCE_CONFIG) if INTERPRET else dict(GPU_REDUCE_CONFIG)
 
     def grid(META):
         return (triton.cdiv(I, META["BLOCK_I"]), triton.cdiv(J, META["BLOCK_J"]), G * split)
 
     with device_guard(a):
-        _reduce[grid](
+        _kernels()[2][grid](
             a, b, part, cs, N, I, J, rows_per_split, split,
             a.stride(0), a.stride(1), b.stride(0), b.stride(1),
             s_os, s_og, s_oi, col_group, s_ocg, s_oj, s_cs, s_cg,
@@ -387,7 +389,7 @@ class ModalityExpertsFunction(torch.autograd.Function):
             meta = _token_meta(D)
             grid = lambda META: (triton.cdiv(N, META["BLOCK_N"]), M)  # noqa: E731
             with device_guard(x):
-                _fwd[grid](x, gate_weight, gate_bias, w1, b1, w2, b2, z, alpha, N, D, H, K, triton.next_power_of_2(N),
+                _kernels()[0][grid](x, gate_weight, gate_bias, w1, b1, w2, b2, z, alpha, N, D, H, K, triton.next_power_of_2(N),
                            ROUTING=rid, DOT_PREC=_dot_prec(x.dtype), BLOCK_D=_pow2(D), BLOCK_K=_pow2(K), **meta)
         ctx.routing = routing
         ctx.set_materialize_grads(False)
@@ -415,7 +417,7 @@ class ModalityExpertsFunction(torch.autograd.Function):
             meta = _token_meta(D)
             grid = lambda META: (triton.cdiv(N, META["BLOCK_N"]), M)  # noqa: E731
             with device_guard(x):
-                _bwd_token[grid](x, dz, alpha, dalpha, gate_weight, w1, b1, w2, b2, dx, dh, g, dlogits,
+                _kernels()[1][grid](x, dz, alpha, dalpha, gate_weight, w1, b1, w2, b2, dx, dh, g, dlogits,
                                  N, D, H, K, triton.next_power_of_2(N), ROUTING=ROUTING_IDS[ctx.routing],
                                  HAS_DALPHA=has_da, DOT_PREC=_dot_prec(x.dtype), BLOCK_D=_pow2(D), BLOCK_K=_pow2(K),
                                  **meta)

@@ -78,7 +78,23 @@ def triton_available() -> bool:
 
 
 def load_kernel_module(name: str, device: torch.device | str):
-    """Import ``himoe_fast.kernels.<name>`` usable for tensors on ``device`` (interpreter on CPU)."""
+    """Import ``himoe_fast.kernels.<name>`` usable for tensors on ``device`` (interpreter on CPU).
+
+    While ``torch.compile`` traces, the import happens once at trace time and ``None`` is returned
+    (the kernels run inside the opaque ops of :mod:`himoe_fast.fast.library` there)."""
+    if torch.compiler.is_compiling():
+        _kernel_module_ready(name, torch.device(device).type)
+        return None
+    return _load_kernel_module(name, device)
+
+
+@torch.compiler.assume_constant_result
+def _kernel_module_ready(name: str, device_type: str) -> bool:
+    _load_kernel_module(name, device_type)
+    return True
+
+
+def _load_kernel_module(name: str, device: torch.device | str):
     full = f"himoe_fast.kernels.{name}"
     on_cpu = torch.device(device).type != "cuda"
     if on_cpu and full not in sys.modules:

@@ -218,10 +218,28 @@ def modality_bank(x: torch.Tensor, gate_weight: torch.Tensor, gate_bias: torch.T
     x, gate_weight, gate_bias, w1, b1, w2, b2 = unify_dtypes(
         "modality_bank", ("x", "gate_weight", "gate_bias", "w1", "b1", "w2", "b2"),
         (x, gate_weight, gate_bias, w1, b1, w2, b2), x.device)
+    kind = _bank_kind(backend, x.device.type, x.shape[-1])
     with no_autocast(x.device):
-        if resolve(backend, x.device) == "triton":
-            kern = load_kernel_module("modality_experts", x.device)
-            if backend == "triton" or x.shape[-1] <= kern.MAX_D:
-                return kern.modality_experts(x, gate_weight, gate_bias, w1, b1, w2, b2, routing)
-            # auto: rows wider than the kernels keep on chip run the batched torch path (CUDA too)
-        return modality_bank_torch(x, gate_weight, gate_bias, w1, b1, w2, b2, routing)
+        if torch.compiler.is_compiling():        # an opaque op for torch.compile (himoe_fast.fast.library)
+            from . import library
+
+            return library.modality_bank_op(x, gate_weight, gate_bias, w1, b1, w2, b2, routing, kind)
+        return bank_apply(x, gate_weight, gate_bias, w1, b1, w2, b2, routing, kind)
+
+
+@torch.compiler.assume_constant_result
+def _bank_kind(backend: str, device_type: str, d: int) -> str:
+    """``triton`` (the fused kernels) or ``torch`` (batched ops) for ``backend`` on ``device_type``."""
+    if resolve(backend, device_type) != "triton":
+        return "torch"
+    kern = load_kernel_module("modality_experts", device_type)
+    # auto: rows wider than the kernels keep on chip run the batched torch path (CUDA too)
+    return "triton" if backend == "triton" or d <= kern.MAX_D else "torch"
+
+
+def bank_apply(x, gate_weight, gate_bias, w1, b1, w2, b2, routing: str, kind: str):
+    """The bank on ``kind`` = ``triton`` (the fused kernels) or ``torch`` (the batched CPU path)."""
+    if kind == "triton":
+        kern = load_kernel_module("modality_experts", x.device)
+        return kern.modality_experts(x, gate_weight, gate_bias, w1, b1, w2, b2, routing)
+    return modality_bank_torch(x, gate_weight, gate_bias, w1, b1, w2, b2, routing)

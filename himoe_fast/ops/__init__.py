@@ -33,7 +33,7 @@ def masked_ntxent(z: torch.Tensor, present: torch.Tensor, temperature: float = 0
                              f"and {tuple(present.shape)}")
         from . import ext
 
-        if ext.load_extension() is not None:
+        if ext.ext_available():
             why_not = ext.supports(z)
             if why_not is None:
                 present = present.to(device=z.device, dtype=torch.bool)

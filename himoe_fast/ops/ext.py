@@ -235,8 +235,10 @@ def _disabled() -> bool:
     return os.environ.get("HIMOE_FAST_NO_EXT", "").strip() not in ("", "0")
 
 
+@torch.compiler.assume_constant_result
 def ext_available() -> bool:
-    """True when the extension is (or can be) built and loaded in this process."""
+    """True when the extension is (or can be) built and loaded in this process (under ``torch.compile``
+    evaluated once while tracing, which builds or loads it then)."""
     return load_extension() is not None
 
 
