@@ -39,7 +39,8 @@ class HiMoEOutput:
     pred: ``[B, T, n_targets]`` (ratings for regression, logits for binary);
     alignment_loss: scalar masked NT-Xent (0 when not computed);
     modality_gates: alpha ``[B, T, M, K]``; emotion_weights: beta ``[B, T, L]`` or None;
-    fusion_weights: Fuse attention ``[B, T, M]``; encoded: Z ``[B, T, M, d]``; fused: z ``[B, T, d]``.
+    fusion_weights: Fuse attention ``[B, T, M]``; encoded: Z ``[B, T, M, d]`` (the aligned Z' when the
+    config has a lag aligner); fused: z ``[B, T, d]`` (after the temporal context when there is one).
     """
 
     pred: torch.Tensor
