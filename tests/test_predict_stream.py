@@ -8,6 +8,7 @@ the reference model, scipy's own ``sosfilt`` for the causal filter.
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import subprocess
@@ -333,3 +334,34 @@ def test_stream_replay_cli_equals_offline(recordings, tmp_path):
     got = np.array([[float(r["valence"]), float(r["arousal"])] for r in rows])
     assert np.allclose(got, pred, atol=2e-4)
     assert [r["present_emg"] for r in rows][-3:] == ["0", "0", "0"]          # EMG stopped 5 s early
+
+
+def test_recordings_train_eval_predict_end_to_end(recordings, tmp_path):
+    run = tmp_path / "run"
+    res = run_cli(["train", "--dataset", "recordings", "--data-dir", recordings, "--epochs", "2", "--protocol", "holdout",
+                   "--seq-len", "4", "--batch-size", "16", "--out", run, "--no-progress"], tmp_path / "c")
+    assert res.returncode == 0, res.stderr
+    config = json.loads((run / "config.json").read_text())
+    assert [m["name"] for m in config["model"]["modalities"]] == ["eeg", "eog", "emg", "gsr", "resp", "ppg", "temp"]
+    assert config["model"]["targets"] == ["valence", "arousal"] and config["data"]["dataset"] == "recordings"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert len(metrics["per_fold"]) == 1 and set(metrics["ccc"]) == {"valence", "arousal", "mean"}
+    # continuous labels with unlabelled stretches: evaluation re-reads the same folds and agrees
+    res = run_cli(["eval", run, "--json", tmp_path / "eval.json"], tmp_path / "c")
+    assert res.returncode == 0, res.stderr
+    again = json.loads((tmp_path / "eval.json").read_text())
+    assert again["ccc"]["mean"] == pytest.approx(metrics["ccc"]["mean"], abs=1e-5)
+    res = run_cli(["predict", run, recordings, "--out", tmp_path / "pred", "--fold", "holdout", "--mode", "blocks",
+                   "--no-plots", "--no-progress"], tmp_path / "c")
+    assert res.returncode == 0, res.stderr
+    info = json.loads((tmp_path / "pred" / "info.json").read_text())
+    assert info["model"] == "fold holdout" and info["windows"] == 3 * 4 * 24 and info["mode"] == "blocks of T=4"
+    assert set(info["metrics"]) == {"valence", "arousal"}
+
+
+def test_synth_recordings_cli(tmp_path):
+    res = run_cli(["synth", "--kind", "recordings", "--subjects", "1", "--out", tmp_path / "r"], tmp_path / "c")
+    assert res.returncode == 0, res.stderr
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["recordings.json", "sub-01"]
+    res = run_cli(["synth", "--kind", "recordings", "--out", tmp_path / "r"], tmp_path / "c")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "not an empty folder" in res.stderr
