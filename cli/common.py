@@ -7,8 +7,10 @@ one line ``himoe-fast: error: ...`` on stderr and exit code 2, never a traceback
 
 from __future__ import annotations
 
+import math
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator, NoReturn, Sequence
 
 import typer
@@ -18,27 +20,66 @@ EXIT_USAGE = 2
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """Print one error line and exit (code 2 = bad input)."""
-    typer.echo(f"himoe-fast: error: {message}", err=True)
+    typer.echo(f"himoe-fast: error: {' '.join(str(message).split())}", err=True)   # always one line
     raise typer.Exit(code)
 
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn the library's bad-input exceptions into :func:`fail`."""
-    from himoe_fast.data import DatasetError
+    """Turn the library's error types into one line: bad input (:class:`~himoe_fast.errors.UserInputError`,
+    which includes ``DatasetError``) exits with 2, a failed worker rank with 1. Classified by type only."""
+    from himoe_fast.errors import UserInputError
     from himoe_fast.train.distributed import DistributedError
 
     try:
         yield
-    except DatasetError as exc:
-        fail(str(exc).splitlines()[0])
-    except DistributedError as exc:
-        fail(str(exc).splitlines()[0], code=1 if "failed" in str(exc) or "exited" in str(exc) else EXIT_USAGE)
+    except UserInputError as exc:
+        fail(str(exc))
+    except DistributedError as exc:          # a rank failed (bad GPU counts are UserInputErrors)
+        fail(str(exc), code=1)
     except FileNotFoundError as exc:
-        fail(str(exc).splitlines()[0])
+        fail(str(exc))
     except KeyboardInterrupt:
         typer.echo("himoe-fast: interrupted", err=True)
         raise typer.Exit(130)
+
+
+def check_range(flag: str, value: float | None, lo: float | None = None, hi: float | None = None, *,
+                lo_open: bool = False, hi_open: bool = False) -> None:
+    """One-line error unless ``value`` is a finite number in the range (NaN and inf never pass)."""
+    if value is None:
+        return
+    ok = math.isfinite(value)
+    if ok and lo is not None:
+        ok = value > lo if lo_open else value >= lo
+    if ok and hi is not None:
+        ok = value < hi if hi_open else value <= hi
+    if not ok:
+        if lo is not None and hi is not None:
+            want = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        elif lo is not None:
+            want = f"{'>' if lo_open else '>='} {lo:g}"
+        else:
+            want = "a finite number" if hi is None else f"{'<' if hi_open else '<='} {hi:g}"
+        fail(f"{flag} must be {want}, got {value}")
+
+
+def check_out(path: Path | None, flag: str = "--out") -> None:
+    """``path`` must be (or become) a folder under a writable parent; checked before any work."""
+    from himoe_fast.train.rundir import check_out_dir
+
+    if path is not None:
+        with user_errors():
+            check_out_dir(path, flag)
+
+
+def check_output_file(path: Path | None, flag: str) -> None:
+    """``path`` must be a file that can be written (its folder exists or can be made, and is writable)."""
+    if path is None:
+        return
+    if path.is_dir():
+        fail(f"{flag} {path}: is a folder, expected a file name")
+    check_out(path.parent, flag)     # the file is replaced by a rename, so its folder must be writable
 
 
 def parse_list(value: str | None, flag: str, cast=str) -> list | None:
@@ -65,6 +106,8 @@ def parse_lags(values: Sequence[str] | None) -> dict[str, float]:
             lags[name.strip()] = float(sec)
         except ValueError:
             fail(f"--lag expects MODALITY=SECONDS, got {item!r}")
+        if not math.isfinite(lags[name.strip()]):
+            fail(f"--lag {item}: the lag must be a finite number of seconds")
     return lags
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import CheckpointError, SettingsError, UserInputError
+
 
 @torch.no_grad()
 def routing_by_pattern(model, data, indices: np.ndarray, *, missing_rate: float = 0.3, seed: int = 0,
@@ -39,21 +41,41 @@ def routing_by_pattern(model, data, indices: np.ndarray, *, missing_rate: float 
     return order, np.stack([sums[k] / counts[k] for k in order]), [counts[k] for k in order]
 
 
+_PREDICTION_ARRAYS = ("pred", "labels", "label_mask", "sequences", "subject", "trial")
+
+
+def _read_predictions(path: str | Path) -> dict[str, np.ndarray]:
+    """A fold's ``predictions.npz`` as arrays; a damaged or foreign file is a one-line error."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            z = {k: npz[k] for k in _PREDICTION_ARRAYS}
+    except FileNotFoundError:
+        raise UserInputError(f"{path}: no such file") from None
+    except Exception as exc:  # noqa: BLE001 - any failure to parse the file means it is damaged
+        raise CheckpointError(path, f"unreadable or incomplete: {type(exc).__name__}",
+                              what="predictions file") from None
+    n = z["subject"].shape[0]
+    if z["subject"].ndim != 1 or z["pred"].ndim != 3 or any(a.shape[0] != n for a in z.values()):
+        raise CheckpointError(path, "its arrays do not fit together", what="predictions file")
+    return z
+
+
 def subject_trajectory(predictions: str | Path, subject: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Test windows of one subject in time order from a fold's ``predictions.npz``.
 
     Returns ``(pred [n, n_targets], true [n, n_targets], subject)``; sequences are ordered by trial
     and start window, and masked labels are dropped.
     """
-    z = np.load(predictions)
+    z = _read_predictions(predictions)
     subjects = z["subject"]
     if subjects.size == 0:
-        raise ValueError(f"{predictions}: no test sequences")
+        raise SettingsError(f"{predictions}: no test sequences")
     if subject is None:
         subject = int(np.bincount(subjects).argmax())
     pick = np.flatnonzero(subjects == subject)
     if pick.size == 0:
-        raise ValueError(f"{predictions}: subject {subject} has no test sequences")
+        raise SettingsError(f"{predictions}: subject {subject} has no test sequences "
+                            f"(it has: {', '.join(map(str, np.unique(subjects)))})")
     pick = pick[np.lexsort((z["sequences"][pick], z["trial"][pick]))]
     n_t = z["pred"].shape[-1]
     pred = z["pred"][pick].reshape(-1, n_t)

@@ -131,7 +131,9 @@ def evaluate(pred: Any, true: Any, targets: Sequence[str], task: str = "regressi
         out["acc"] = {t: accuracy(hi_true[:, i], hi_pred[:, i]) for i, t in enumerate(targets)}
         out["f1"] = {t: f1(hi_true[:, i], hi_pred[:, i]) for i, t in enumerate(targets)}
     for per_target in out.values():
-        per_target["mean"] = float(np.nanmean([per_target[t] for t in targets]))
+        values = np.array([per_target[t] for t in targets], dtype=np.float64)
+        # mean over the targets where the metric is defined (NaN when none is; no empty-slice warning)
+        per_target["mean"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
     return out
 
 

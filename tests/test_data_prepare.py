@@ -153,14 +153,15 @@ def test_bad_lag_arguments(deap_dir, tmp_path):
 
 # ------------------------------------------------------------------------------------ face / availability
 def test_face_availability(tmp_path):
-    d = tmp_path / "data"
+    d, faces = tmp_path / "data", tmp_path / "face"
     write_synthetic_deap(d, n_subjects=2, seed=0, n_trials=3, trial_s=TRIAL_S)
     frames = int(TRIAL_S * 30)
     # subject 1: trial 1 full at 30 fps (resampled to 25), trial 2 missing, trial 3 ends after 8 s
-    np.savez(d / "s01_face.npz", fps=np.float64(30.0), trial_01=np.random.rand(frames, 17),
+    faces.mkdir()
+    np.savez(faces / "s01_face.npz", fps=np.float64(30.0), trial_01=np.random.rand(frames, 17),
              trial_03=np.random.rand(8 * 30, 17))
     cfg = _cfg(("gsr", "face"))
-    wd = _prep(d, cfg, tmp_path / "cache")
+    wd = _prep(d, cfg, tmp_path / "cache", face_dir=faces)
     face = wd.available[:, 1]
     assert wd.available[:, 0].all()
     assert wd.windows["face"].shape[1:] == (17, 25)

@@ -51,8 +51,9 @@ def test_deap_deterministic_per_seed(tmp_path):
 
 
 def test_deap_face_round_trip(tmp_path):
-    write_synthetic_deap(tmp_path, 1, seed=0, face=True, n_trials=20, trial_s=10.0)
-    subj = load_deap_subject(tmp_path / "s01.dat")
+    write_synthetic_deap(tmp_path / "deap", 1, seed=0, face_dir=tmp_path / "face", n_trials=20, trial_s=10.0)
+    assert sorted(p.name for p in (tmp_path / "deap").iterdir()) == ["s01.dat"]   # face features kept apart
+    subj = load_deap_subject(tmp_path / "deap" / "s01.dat", face=tmp_path / "face" / "s01_face.npz")
     assert subj.face_fps == 25.0 and len(subj.face) == 20
     recorded = [f for f in subj.face if f is not None]
     assert 10 <= len(recorded) < 20                       # ~10% of trials have no recording

@@ -24,13 +24,13 @@ from .prepare import prepare_windows
 from .preprocess import DEFAULT_FILTERS, FilterSpec, PreprocessConfig
 from .protocols import Split, make_splits
 from .recordings import prepare_recordings, recordings_config, scan_recordings
-from .synthetic import ensure_synthetic, write_synthetic_deap, write_synthetic_dreamer
+from .synthetic import ensure_synthetic, synthetic_face_dir, write_synthetic_deap, write_synthetic_dreamer
 from .synthetic_recordings import write_synthetic_recordings
 from .windows import WindowedData, make_sequences
 
 __all__ = [
     "DatasetError", "load_deap_subject", "load_dreamer", "load_face_features", "DeapSubject", "DreamerSubject",
-    "write_synthetic_deap", "write_synthetic_dreamer", "ensure_synthetic", "cache_root",
+    "write_synthetic_deap", "write_synthetic_dreamer", "ensure_synthetic", "synthetic_face_dir", "cache_root",
     "prepare_windows", "PreprocessConfig", "FilterSpec", "DEFAULT_FILTERS",
     "WindowedData", "make_sequences", "Split", "make_splits",
     "SequenceDataset", "collate_batch", "make_loader", "draw_present",

@@ -6,7 +6,8 @@
   size, modification time in ns), every setting, and a code-version constant that is bumped when
   the processing code changes its output.
 * Atomicity: :func:`atomic_dir` builds a folder under a temporary name next to its destination and
-  renames it into place only when everything inside was written; on any error the temporary folder
+  renames it into place only when everything inside was written (:func:`staged_files` does the same
+  for files added to a folder that exists); on any error the temporary folder
   is removed, so a cache entry is either complete or absent. Concurrent writers of the same entry
   each build their own temporary folder; the first rename wins and the others are discarded.
 """
@@ -86,3 +87,29 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextmanager
+def staged_files(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder beside ``folder``; when the block succeeds, its files move into
+    ``folder`` (one rename each, or one rename of the whole folder when ``folder`` is new).
+
+    Writers of data folders use it so that the folder never holds a temporary or partial file, not
+    even after a kill: other readers (which may open every file in it) only ever see finished files.
+    """
+    folder = Path(folder).resolve()
+    if not folder.exists():
+        with atomic_dir(folder) as tmp:
+            yield tmp
+        return
+    # beside the folder; inside it (hidden, removed on any error) only where its parent is read-only
+    stage_in = folder.parent if os.access(folder.parent, os.W_OK | os.X_OK) else folder
+    tmp = stage_in / f"{TMP_PREFIX}{folder.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        for entry in sorted(tmp.iterdir()):
+            os.replace(entry, folder / entry.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+

@@ -25,8 +25,12 @@ Python values, so a malicious ``.dat`` file cannot run code.
 Optional face features (this project's layout)
 ----------------------------------------------
 DEAP ships face *videos* (subjects 1-22), not features. Users who extract per-frame features
-(e.g. OpenFace action-unit intensities) put them next to the subject file as ``sNN_face.npz``
-(``s01.dat`` -> ``s01_face.npz``) with
+(e.g. OpenFace action-unit intensities) put them in a folder of their own, one ``sNN_face.npz`` per
+subject file (``s01.dat`` -> ``FACE_DIR/s01_face.npz``; ``--face-dir FACE_DIR`` on the command
+line, ``face_dir=`` in :func:`~himoe_fast.data.prepare_windows`). Keep them out of
+``data_preprocessed_python/``: other DEAP readers (TorchEEG's, for one) unpickle every file in that
+folder and fail on anything else. (Files beside ``sNN.dat``, the layout of earlier versions, are
+still read when no face folder is given.) Each file holds
 
 * ``fps``: scalar, frames per second of the feature rows;
 * ``trial_01`` ... ``trial_40``: float arrays ``[n_frames, n_features]``, one per trial (1-based,
@@ -44,13 +48,13 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..config import DEAP_SFREQ, DEAP_TARGETS
+from ..io import atomic_write
 from .errors import DatasetError, require_file
 
 DEAP_CHANNELS = 40
@@ -133,8 +137,9 @@ def load_deap_subject(path: str | os.PathLike, *, face: bool | str | os.PathLike
 
     Args:
         path: the subject pickle.
-        face: ``True`` (default) reads the sibling ``sNN_face.npz`` when it exists; a path reads that
-            face file (it must exist); ``False`` skips face features.
+        face: a path reads that face file (it must exist); ``True`` (default) reads
+            ``sNN_face.npz`` beside the subject file when it exists (the earlier layout; see the module
+            docstring for the face folder); ``False`` skips face features.
 
     Returns:
         :class:`DeapSubject` with ``.data [n_trials, 40, n_samples]`` and ``.labels [n_trials, 4]``.
@@ -186,10 +191,10 @@ def load_deap_subject(path: str | os.PathLike, *, face: bool | str | os.PathLike
     return subject
 
 
-def face_file_for(subject_path: str | os.PathLike) -> Path:
-    """``.../s01.dat`` -> ``.../s01_face.npz``."""
+def face_file_for(subject_path: str | os.PathLike, face_dir: str | os.PathLike | None = None) -> Path:
+    """``.../s01.dat`` -> ``FACE_DIR/s01_face.npz`` (without ``face_dir``: ``.../s01_face.npz`` beside it)."""
     p = Path(subject_path)
-    return p.with_name(p.stem + FACE_SUFFIX)
+    return (Path(face_dir) if face_dir is not None else p.parent) / (p.stem + FACE_SUFFIX)
 
 
 def load_face_features(path: str | os.PathLike, n_trials: int) -> tuple[list[np.ndarray | None], float]:
@@ -232,21 +237,6 @@ def load_face_features(path: str | os.PathLike, n_trials: int) -> tuple[list[np.
 
 
 # --------------------------------------------------------------------------------------------- write
-def atomic_write(path: str | os.PathLike, write) -> Path:
-    """Call ``write(file)`` on a temporary file in the target folder, then ``os.replace`` it into place."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return p
-
-
 def _py2_pickle_array(f, arr: np.ndarray) -> None:
     """Emit the protocol-2 opcodes with which Python 2 + numpy pickled an ndarray: ``_reconstruct``,
     the state tuple ``(1, shape, dtype, is_fortran, raw bytes as a BINSTRING)``."""

@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..errors import UserInputError
 
-class DatasetError(ValueError):
+
+class DatasetError(UserInputError):
     """A dataset file is missing, unreadable or does not match its documented layout.
 
     ``DatasetError(path, problem)`` renders as ``"<path>: <problem>"``; ``DatasetError(message)``

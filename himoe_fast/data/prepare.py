@@ -2,9 +2,10 @@
 
 Data sets
     ``"deap"``: ``data_dir`` is the ``data_preprocessed_python`` folder (or a folder containing it)
-    with ``s01.dat`` ... (and optional ``sNN_face.npz``, see :mod:`.deap`). Modalities are those of
-    :data:`himoe_fast.config.DEAP_MODALITIES` plus ``face``. ``"dreamer"``: ``data_dir`` is
-    ``DREAMER.mat`` or a folder containing it; modalities ``eeg`` and ``ecg``.
+    with ``s01.dat`` ...; face features come from ``face_dir`` (``sNN_face.npz``, see :mod:`.deap`).
+    Modalities are those of :data:`himoe_fast.config.DEAP_MODALITIES` plus ``face``.
+    ``"dreamer"``: ``data_dir`` is ``DREAMER.mat`` or a folder containing it; modalities ``eeg`` and
+    ``ecg``.
     ``subjects=N`` uses the first N subjects (file order). The config's ``ModalitySpec`` must have
     the data set's channel count; its ``sfreq`` decides the rate (resampled only if it differs).
 
@@ -89,6 +90,29 @@ def _check_lags(cfg: HiMoEConfig, lags: dict[str, float] | None) -> dict[str, fl
         if v != 0.0:
             out[name] = v
     return dict(sorted(out.items()))
+
+
+def subject_lags(lag_map: dict[str, float], random_lags: dict[str, float], lag_seed: int,
+                 subject: int) -> dict[str, float]:
+    """The lags of one subject: the fixed ``lag_map`` plus, for each modality in ``random_lags``, a
+    lag drawn uniformly from ``[0, random_lags[m]]`` seconds (seeded by ``(lag_seed, subject)``, so a
+    subject's lag does not depend on how many subjects are used)."""
+    if not random_lags:
+        return lag_map
+    rng = np.random.default_rng([int(lag_seed), int(subject)])
+    out = dict(lag_map)
+    for name in sorted(random_lags):
+        out[name] = out.get(name, 0.0) + float(rng.uniform(0.0, random_lags[name]))
+    return out
+
+
+def _check_lags_fit(where: Path, lags: dict[str, float], trial_s: float, who: str = "") -> None:
+    """A lag must be shorter than the shortest trial: a longer one would shift the whole recording
+    out of it and leave only a repeated edge value."""
+    for name, lag in lags.items():
+        if abs(lag) >= trial_s:
+            raise DatasetError(where, f"lag of {lag:g} s for {name!r} is not shorter than the shortest trial"
+                                      f"{' of ' + who if who else ''} ({trial_s:.1f} s)")
 
 
 def _deap_files(data_dir: Path) -> list[Path]:
@@ -332,7 +356,9 @@ def _write_cache(tmp: Path, chunks: dict[str, list[np.ndarray]], arrays: dict[st
 def prepare_windows(dataset: str, data_dir: str | os.PathLike | None, cfg: HiMoEConfig, *, seq_len: int = 8,
                     stride_s: float | None = None, seq_stride: int | None = None, subjects: int | None = None,
                     lags: dict[str, float] | None = None, cache_dir: str | os.PathLike | None = None,
-                    progress: bool = True, use_cache: bool = True, **preprocess_overrides) -> WindowedData:
+                    progress: bool = True, use_cache: bool = True, face_dir: str | os.PathLike | None = None,
+                    random_lags: dict[str, float] | None = None, lag_seed: int = 0,
+                    **preprocess_overrides) -> WindowedData:
     """Load, preprocess, window and cache a data set for ``cfg``.
 
     Args:
@@ -344,9 +370,13 @@ def prepare_windows(dataset: str, data_dir: str | os.PathLike | None, cfg: HiMoE
         seq_stride: windows between sequence starts (default ``seq_len``).
         subjects: use only the first N subjects.
         lags: modality -> lag in seconds (asynchrony, applied before windowing).
+        random_lags: modality -> largest extra lag in seconds, drawn per subject uniformly from
+            ``[0, max]`` with ``lag_seed`` (see :func:`subject_lags`); ``meta["subject_lags"]`` lists them.
         cache_dir: cache root (default ``$HIMOE_FAST_CACHE`` or ``~/.cache/himoe-fast``).
         progress: show a rich progress bar on stderr.
         use_cache: read/write the cache.
+        face_dir: DEAP only: the folder of the ``sNN_face.npz`` face-feature files, for a ``face``
+            modality (None: files beside ``sNN.dat``, the earlier layout, if any).
         **preprocess_overrides: fields of :class:`~.preprocess.PreprocessConfig` (``filters``,
             ``line_freq``, ``method``, ``baseline``, ``normalize``, ``clip``).
 
@@ -373,6 +403,9 @@ def prepare_windows(dataset: str, data_dir: str | os.PathLike | None, cfg: HiMoE
     if subjects is not None and int(subjects) < 1:
         raise ValueError(f"subjects must be >= 1, got {subjects}")
     lag_map = _check_lags(cfg, lags)
+    random_map = _check_lags(cfg, random_lags)
+    if any(v < 0 for v in random_map.values()):
+        raise ValueError(f"random lags must be >= 0 seconds, got {random_map}")
     names = cfg.modality_names
     data_dir = Path(data_dir).expanduser()
 
@@ -385,9 +418,13 @@ def prepare_windows(dataset: str, data_dir: str | os.PathLike | None, cfg: HiMoE
         mods = _deap_modalities(cfg, data_dir)
         label_cols = _label_columns(cfg, DEAP_TARGETS, data_dir)
         uses_face = any(idx is None for _, idx in mods)
+        if uses_face and face_dir is not None and not Path(face_dir).is_dir():
+            raise DatasetError(face_dir, "face feature folder not found")
+        face_files = [face_file_for(f, face_dir) if uses_face else None for f in files]
+        face_files = [ff if ff is not None and ff.exists() else None for ff in face_files]
         identity = [file_identity(f) for f in files]
         if uses_face:
-            identity += [file_identity(face_file_for(f)) if face_file_for(f).exists() else None for f in files]
+            identity += [file_identity(ff) if ff is not None else None for ff in face_files]
     else:
         mat = _dreamer_file(data_dir)
         files = [mat]
@@ -401,12 +438,18 @@ def prepare_windows(dataset: str, data_dir: str | os.PathLike | None, cfg: HiMoE
         "targets": list(cfg.targets), "window_s": float(cfg.window_s), "stride_s": stride_s,
         "lags": lag_map, "preprocess": pp.to_dict(),
     }
+    if random_map:                      # only then, so that existing cache keys stay valid
+        key_obj.update(random_lags=random_map, lag_seed=int(lag_seed))
     key = cache_key(key_obj)
     root = cache_root(cache_dir) / "windows"
     folder = root / f"{dataset}-{key}"
     meta = {"key": key, "dataset": dataset, "modalities": list(names), "targets": list(cfg.targets),
             "sfreq": {m.name: m.sfreq for m in cfg.modalities}, "window_s": float(cfg.window_s),
             "stride_s": stride_s, "lags": lag_map, "files": [str(f) for f in files], "settings": key_obj}
+    if random_map:
+        n_subj = len(files) if dataset == "deap" else (int(subjects) if subjects is not None else None)
+        if n_subj is not None:
+            meta["subject_lags"] = [subject_lags(lag_map, random_map, lag_seed, s) for s in range(n_subj)]
 
     if use_cache and folder.is_dir():
         hit = _load_cached(folder, names, key)
@@ -421,6 +464,10 @@ def prepare_windows(dataset: str, data_dir: str | os.PathLike | None, cfg: HiMoE
 
     def add(s: int, tr: _Trials) -> None:
         nonlocal trial_offset
+        for m in names:       # finite input can still overflow float64 filtering (|x| near 1e308)
+            if not all(np.isfinite(x).all() for x in tr.signals[m]):
+                raise DatasetError(files[s] if dataset == "deap" else files[0],
+                                   f"{m!r} values are too large to preprocess (they overflow float64 filtering)")
         wins, avail, labels, trial = _window_subject(tr, cfg, stride_s)
         for m in names:
             chunks[m].append(wins[m])
@@ -434,14 +481,16 @@ def prepare_windows(dataset: str, data_dir: str | os.PathLike | None, cfg: HiMoE
         with _progress(progress, len(files), "preprocessing DEAP") as advance:
             n_face = 0
             for s, f in enumerate(files):
-                subj = load_deap_subject(f, face=uses_face)
+                subj = load_deap_subject(f, face=face_files[s] if face_files[s] is not None else False)
+                lags_s = subject_lags(lag_map, random_map, lag_seed, s)
+                _check_lags_fit(f, lags_s, subj.data.shape[-1] / DEAP_SFREQ - DEAP_BASELINE_S)
                 n_face += subj.face is not None
-                add(s, _process_deap(subj, mods, cfg, pp, lag_map, label_cols))
+                add(s, _process_deap(subj, mods, cfg, pp, lags_s, label_cols))
                 del subj
                 advance(f.name)
         if uses_face and n_face == 0:
-            warnings.warn(f"{data_dir}: no face feature files (sNN_face.npz); the 'face' modality is marked "
-                          "unavailable everywhere", stacklevel=2)
+            warnings.warn(f"{face_dir if face_dir is not None else data_dir}: no face feature files (sNN_face.npz); "
+                          "the 'face' modality is marked unavailable everywhere", stacklevel=2)
     else:
         with _progress(progress, 1, "reading DREAMER.mat") as advance:
             dreamer = load_dreamer(files[0])
@@ -452,7 +501,10 @@ def prepare_windows(dataset: str, data_dir: str | os.PathLike | None, cfg: HiMoE
             dreamer = dreamer[: int(subjects)]
         with _progress(progress, len(dreamer), "preprocessing DREAMER") as advance:
             for s, subj in enumerate(dreamer):
-                add(s, _process_dreamer(subj, mods_d, pp, lag_map, label_cols))
+                lags_s = subject_lags(lag_map, random_map, lag_seed, s)
+                _check_lags_fit(files[0], lags_s, min(c.shape[-1] for c in subj.eeg) / subj.eeg_sfreq,
+                                f"subject {s + 1}")
+                add(s, _process_dreamer(subj, mods_d, pp, lags_s, label_cols))
                 advance(f"subject {s + 1}")
         del dreamer
 

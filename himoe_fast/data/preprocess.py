@@ -182,7 +182,8 @@ def filter_signal(x: np.ndarray, sfreq: float, spec: FilterSpec, *, line_freq: f
     nyq = sfreq / 2.0
     if h_freq is not None and h_freq >= nyq:
         h_freq = None                                   # nothing to remove above Nyquist
-    with warnings.catch_warnings():
+    # overflow of near-float64-limit input is not warned about here: the caller rejects non-finite output
+    with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore"):
         warnings.filterwarnings("ignore", message=".*filter_length.*longer than the signal.*")
         if l_freq is not None or h_freq is not None:
             kw: dict[str, Any] = {}
@@ -229,19 +230,22 @@ def standardize(trials: list[np.ndarray], mode: str, clip: float | None,
         out = [t.astype(np.float32) for t in trials]
     else:
         def stats(parts: list[tuple[np.ndarray, np.ndarray | None]]) -> tuple[np.ndarray, np.ndarray]:
-            s1 = s2 = 0.0
-            cnt = 0
-            for t, v in parts:
-                tv = t if v is None else t[:, v]
-                s1 = s1 + tv.sum(1)
-                s2 = s2 + np.square(tv).sum(1)
-                cnt += tv.shape[1]
+            used = [t if v is None else t[:, v] for t, v in parts]
+            cnt = sum(tv.shape[1] for tv in used)
             if cnt == 0:
                 c = parts[0][0].shape[0]
                 return np.zeros(c), np.ones(c)
+            # Moments of x / 2^k with 2^k near each channel's peak: the squares cannot overflow even for
+            # finite inputs near the float64 limit (1e200), and a power of two rescales exactly, so
+            # ordinary recordings get the very same numbers as without it.
+            peak = np.max([np.abs(tv).max(1) for tv in used if tv.shape[1]], axis=0)
+            scale = np.exp2(np.floor(np.log2(np.where(peak > 0, peak, 1.0))))[:, None]
+            s1 = sum((tv / scale).sum(1) for tv in used)
+            s2 = sum(np.square(tv / scale).sum(1) for tv in used)
             mean = s1 / cnt
             sd = np.sqrt(np.maximum(s2 / cnt - np.square(mean), 0.0))
-            return mean, np.where(sd > 1e-12 * np.maximum(np.abs(mean), 1.0), sd, 1.0)
+            sd = np.where(sd > 1e-12 * np.maximum(np.abs(mean), 1.0 / scale[:, 0]), sd, 1.0 / scale[:, 0])
+            return mean * scale[:, 0], sd * scale[:, 0]
 
         if mode == "subject":
             mean, sd = stats(list(zip(trials, valid)))

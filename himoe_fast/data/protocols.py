@@ -15,9 +15,10 @@ training subject's training units (at least one unit when a subject has two or m
 ``split="trial"`` train, validation and test never share a trial, and with ``loso`` validation
 comes from the training subjects only.
 
-``split="window"`` reproduces the paper's protocol but sequences of one trial then land on both
-sides; neighbouring windows of a trial are strongly correlated, so the scores are optimistic. It
-warns. Shuffling is seeded (``seed``) and deterministic.
+``split="window"`` is a variant common in the DEAP literature, not the paper's stated protocol (the
+paper deals each subject's *trials* evenly over the folds, i.e. ``split="trial"``): sequences of one
+trial then land on both sides; neighbouring windows of a trial are strongly correlated, so the
+scores are optimistic. It warns. Shuffling is seeded (``seed``) and deterministic.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ SPLITS = ("trial", "window")
 WINDOW_SPLIT_WARNING = (
     "split='window' assigns individual sequences, so windows of one trial end up in both training and "
     "test (and validation) data; neighbouring windows are strongly correlated, so scores are optimistic "
-    "(this is the paper's protocol). Use split='trial' for leak-free estimates."
+    "(a common variant in the DEAP literature; the paper's stated protocol splits trials). Use split='trial' "
+    "for leak-free estimates."
 )
 
 
@@ -127,11 +129,13 @@ def make_splits(data: WindowedData, protocol: str = "kfold", *, folds: int = 10,
         for k in range(int(folds)):
             test_units = unit_ids[fold_of == k]
             if test_units.size == 0:
-                raise ValueError(f"fold {k + 1} of {folds} has no test {split}s; use fewer folds")
+                most = int(np.bincount(np.searchsorted(subjects, unit_subject)).max())
+                raise ValueError(f"fold {k + 1} of {folds} has no test {split}: no subject has more than {most} "
+                                 f"{split}s; use at most {most} folds")
             splits.append(build(f"fold{k + 1:02d}", test_units, unit_ids[fold_of != k]))
     else:  # loso
         if subjects.size < 2:
-            raise ValueError("loso needs at least two subjects")
+            raise ValueError(f"loso needs at least two subjects, the data have {subjects.size}")
         for s in subjects:
             splits.append(build(f"subject{int(s) + 1:02d}", unit_ids[unit_subject == s], unit_ids[unit_subject != s]))
     return splits

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -55,12 +56,15 @@ import scipy.io
 import scipy.signal
 
 from ..config import DEAP_EEG_CHANNELS, DREAMER_EEG_CHANNELS
-from .cache import atomic_dir, cache_key, cache_root, remove_stale_tmp
-from .deap import atomic_write, save_deap_subject, save_face_features
+from .cache import atomic_dir, cache_key, cache_root, remove_stale_tmp, staged_files
+from .deap import FACE_SUFFIX, atomic_write, save_deap_subject, save_face_features
 from .dreamer import dreamer_struct
 
 #: Bump when the generator's output changes (part of the ensure_synthetic cache key).
 GENERATOR_VERSION = 2
+
+#: Text header of the synthetic DREAMER.mat (MAT v5 files start with 116 bytes of free text).
+MAT_HEADER_TEXT = b"MATLAB 5.0 MAT-file, written by himoe-fast (synthetic DREAMER)"
 
 #: Response lag of each signal family to the felt state, seconds (before per-subject jitter).
 MODALITY_LAGS = {"eeg": 0.2, "emg": 0.5, "face": 0.8, "eog": 1.0, "heart": 2.0, "resp": 2.5,
@@ -449,7 +453,8 @@ def synthetic_deap_subject(seed: int, subject: int, *, n_trials: int = 40, trial
 
 
 def write_synthetic_deap(out_dir: str | os.PathLike, n_subjects: int = 32, seed: int = 0, *,
-                         n_trials: int = 40, trial_s: float = 63.0, face: bool = False) -> Path:
+                         n_trials: int = 40, trial_s: float = 63.0,
+                         face_dir: str | os.PathLike | None = None) -> Path:
     """Write ``out_dir/s01.dat`` ... in DEAP's ``data_preprocessed_python`` format.
 
     Args:
@@ -458,7 +463,11 @@ def write_synthetic_deap(out_dir: str | os.PathLike, n_subjects: int = 32, seed:
         seed: generator seed; the same seed writes identical files.
         n_trials, trial_s: trials per subject and seconds per trial including the 3 s baseline;
             the defaults (40, 63 s -> ``[40, 40, 8064]``) are DEAP's. Smaller values are for tests.
-        face: also write ``sNN_face.npz`` face features (17 AUs at 25 fps, ~10% of trials missing).
+        face_dir: also write face features, ``face_dir/sNN_face.npz`` (17 AUs at 25 fps, ~10% of
+            trials missing), in their own folder as :mod:`.deap` documents.
+
+    Files are staged beside the folders and moved in when all are written, so ``out_dir`` never
+    holds a temporary or partial file.
 
     Returns:
         ``out_dir`` as a Path.
@@ -466,13 +475,21 @@ def write_synthetic_deap(out_dir: str | os.PathLike, n_subjects: int = 32, seed:
     if n_subjects < 1 or n_trials < 1:
         raise ValueError("n_subjects and n_trials must be >= 1")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for s in range(n_subjects):
-        data, labels, faces = synthetic_deap_subject(seed, s, n_trials=n_trials, trial_s=trial_s, face=face)
-        save_deap_subject(out / f"s{s + 1:02d}.dat", data, labels)
-        if faces is not None:
-            save_face_features(out / f"s{s + 1:02d}_face.npz", faces, FACE_FPS)
+    face = face_dir is not None
+    apart = face and Path(face_dir).resolve() != out.resolve()     # the earlier layout puts both in one folder
+    with staged_files(out) as data_tmp, (staged_files(face_dir) if apart else nullcontext(data_tmp)) as face_tmp:
+        for s in range(n_subjects):
+            data, labels, faces = synthetic_deap_subject(seed, s, n_trials=n_trials, trial_s=trial_s, face=face)
+            save_deap_subject(data_tmp / f"s{s + 1:02d}.dat", data, labels)
+            if faces is not None:
+                save_face_features(face_tmp / f"s{s + 1:02d}{FACE_SUFFIX}", faces, FACE_FPS)
     return out
+
+
+def synthetic_face_dir(deap_dir: str | os.PathLike) -> Path:
+    """The face-feature folder of a synthetic DEAP set written by :func:`ensure_synthetic` with
+    ``face=True`` (``<entry>/deap`` holds the subject files, ``<entry>/face`` the face features)."""
+    return Path(deap_dir).parent / "face"
 
 
 def synthetic_dreamer_subject(seed: int, subject: int, *, n_trials: int = 18,
@@ -530,7 +547,16 @@ def write_synthetic_dreamer(path: str | os.PathLike, n_subjects: int = 23, seed:
     subjects = [synthetic_dreamer_subject(seed, s, n_trials=n_trials, clip_s=clip_s, baseline_s=baseline_s)
                 for s in range(n_subjects)]
     struct = dreamer_struct(subjects)
-    return atomic_write(p, lambda f: scipy.io.savemat(f, {"DREAMER": struct}, do_compression=False, oned_as="column"))
+
+    def write(f) -> None:
+        scipy.io.savemat(f, {"DREAMER": struct}, do_compression=False, oned_as="column")
+        # savemat stamps its 116-byte text header with the platform and the write time; a fixed text
+        # makes the file identical per seed (MATLAB and scipy only show this text, they never parse it)
+        f.seek(0)
+        f.write(MAT_HEADER_TEXT.ljust(116, b" "))
+        f.seek(0, os.SEEK_END)
+
+    return atomic_write(p, write)
 
 
 def ensure_synthetic(kind: str = "deap", n_subjects: int = 8, seed: int = 0,
@@ -541,7 +567,8 @@ def ensure_synthetic(kind: str = "deap", n_subjects: int = 8, seed: int = 0,
         kind: ``"deap"`` or ``"dreamer"``.
         n_subjects, seed: as for the writers.
         root: cache root (default ``$HIMOE_FAST_CACHE`` or ``~/.cache/himoe-fast``).
-        **options: extra writer keywords (e.g. ``face=True``, ``n_trials``, ``trial_s``).
+        **options: extra writer keywords (``n_trials``, ``trial_s``...), and ``face=True`` (DEAP):
+            also write face features, into :func:`synthetic_face_dir` of the returned folder.
 
     Returns:
         the DEAP folder (``.../s01.dat`` ...) or the ``DREAMER.mat`` path. The folder
@@ -550,17 +577,22 @@ def ensure_synthetic(kind: str = "deap", n_subjects: int = 8, seed: int = 0,
     """
     if kind not in ("deap", "dreamer"):
         raise ValueError(f"kind must be 'deap' or 'dreamer', got {kind!r}")
+    face = bool(options.pop("face", False))
+    if face and kind != "deap":
+        raise ValueError("face features exist for DEAP only")
     name = f"{kind}-n{int(n_subjects)}-seed{int(seed)}-g{GENERATOR_VERSION}"
-    if options:
-        name += "-" + cache_key(options, 10)
+    if options or face:       # face entries: subject files and face features in two folders
+        name += "-" + cache_key({**options, **({"face": True, "layout": "face-folder"} if face else {})}, 10)
     base = cache_root(root) / "synthetic"
     final = base / name
-    target = final / "DREAMER.mat" if kind == "dreamer" else final
+    target = final / "DREAMER.mat" if kind == "dreamer" else final / "deap" if face else final
     if final.is_dir():
         return target
     remove_stale_tmp(base)
     with atomic_dir(final) as tmp:
-        if kind == "deap":
+        if kind == "deap" and face:
+            write_synthetic_deap(tmp / "deap", n_subjects, seed, face_dir=tmp / "face", **options)
+        elif kind == "deap":
             write_synthetic_deap(tmp, n_subjects, seed, **options)
         else:
             write_synthetic_dreamer(tmp / "DREAMER.mat", n_subjects, seed, **options)
@@ -568,4 +600,5 @@ def ensure_synthetic(kind: str = "deap", n_subjects: int = 8, seed: int = 0,
 
 
 __all__ = ["write_synthetic_deap", "write_synthetic_dreamer", "ensure_synthetic", "synthetic_deap_subject",
+           "synthetic_face_dir",
            "synthetic_dreamer_subject", "GENERATOR_VERSION", "MODALITY_LAGS", "FACE_AUS", "FACE_FPS"]

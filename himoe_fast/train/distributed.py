@@ -15,13 +15,20 @@ never leaves the others hanging in a collective (``torchrun`` does the same for 
 from __future__ import annotations
 
 import datetime
+import logging
 import os
+import pickle
+import shutil
 import socket
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
+
+from ..errors import SettingsError, UserInputError
 
 #: Collective timeout. Ranks only wait on each other around per-epoch validation and checkpointing.
 DEFAULT_TIMEOUT = datetime.timedelta(minutes=10)
@@ -29,6 +36,10 @@ DEFAULT_TIMEOUT = datetime.timedelta(minutes=10)
 
 class DistributedError(RuntimeError):
     """A rank failed, or the requested world cannot be started."""
+
+
+class GpuCountError(DistributedError, SettingsError):
+    """More GPUs asked for than are visible (bad input: the CLI exits with code 2)."""
 
 
 @dataclass
@@ -75,7 +86,7 @@ def check_gpus(n: int) -> None:
     """Raise ``DistributedError`` (one line) if fewer than ``n`` GPUs are visible."""
     visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if n > visible:
-        raise DistributedError(f"--gpus {n} asked for {n} GPU(s) but {visible} {'is' if visible == 1 else 'are'} visible")
+        raise GpuCountError(f"--gpus {n} asked for {n} GPU(s) but {visible} {'is' if visible == 1 else 'are'} visible")
 
 
 def free_port() -> int:
@@ -113,12 +124,18 @@ def single_process_context(use_cuda: bool) -> DistContext:
     return DistContext(device=torch.device("cuda", torch.cuda.current_device()) if use_cuda else torch.device("cpu"))
 
 
-def _entry(rank: int, fn: Callable[..., Any], world_size: int, use_cuda: bool, threads: int, args: tuple) -> None:
+def _entry(rank: int, fn: Callable[..., Any], world_size: int, use_cuda: bool, threads: int, args: tuple,
+           error_dir: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     torch.set_num_threads(threads)
     ctx = init_group(rank, world_size, use_cuda)
     try:
         fn(ctx, *args)
+    except UserInputError as exc:
+        # torch passes only the traceback text to the parent; keep the typed error so the parent can
+        # report bad input (a damaged checkpoint, say) as such
+        (Path(error_dir) / f"rank{rank}.pickle").write_bytes(pickle.dumps(exc))
+        raise
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -135,11 +152,23 @@ def spawn(fn: Callable[..., Any], world_size: int, use_cuda: bool, args: tuple =
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ["MASTER_PORT"] = str(free_port())
     threads = max(1, (os.cpu_count() or 1) // world_size) if not use_cuda else max(1, torch.get_num_threads())
+    # torch logs a warning for every surviving rank it terminates after a failure; the failure itself
+    # is reported once, as one line, by the caller
+    spawn_log = logging.getLogger("torch.multiprocessing.spawn")
+    level = spawn_log.level
+    spawn_log.setLevel(logging.ERROR)
+    error_dir = tempfile.mkdtemp(prefix="himoe-fast-ranks-")
     try:
-        mp.start_processes(_entry, args=(fn, world_size, use_cuda, threads, args), nprocs=world_size,
+        mp.start_processes(_entry, args=(fn, world_size, use_cuda, threads, args, error_dir), nprocs=world_size,
                            join=True, start_method="spawn")
     except mp.ProcessRaisedException as exc:
+        typed = Path(error_dir) / f"rank{exc.error_index}.pickle"
+        if typed.exists():
+            raise pickle.loads(typed.read_bytes()) from None      # written by our own _entry
         last = str(exc).strip().splitlines()
         raise DistributedError(f"rank {exc.error_index} failed: {last[-1] if last else exc}") from None
     except mp.ProcessExitedException as exc:
         raise DistributedError(f"rank {exc.error_index} exited with code {exc.exit_code}") from None
+    finally:
+        spawn_log.setLevel(level)
+        shutil.rmtree(error_dir, ignore_errors=True)

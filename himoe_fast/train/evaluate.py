@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import CheckpointError, UserInputError
 from ..metrics import aggregate_folds
-from .checkpoint import load_checkpoint, load_model
+from .checkpoint import load_model
 from .distributed import single_process_context
 from .experiment import RunConfig, build_splits, load_data
 from .loop import fold_metrics, predict
@@ -32,10 +33,10 @@ def model_paths(path: str | Path) -> list[Path]:
     if path.is_file():
         return [path]
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: no such checkpoint or run directory")
+        raise UserInputError(f"{path}: no such checkpoint or run directory")
     found = sorted(path.glob("folds/*/model.pt"), key=lambda p: natural_key(p.parent.name))
     if not found:
-        raise FileNotFoundError(f"{path}: no folds/*/model.pt checkpoints in this directory")
+        raise UserInputError(f"{path}: no folds/*/model.pt checkpoints in this directory")
     return found
 
 
@@ -46,10 +47,10 @@ def evaluate_checkpoints(path: str | Path, *, missing_rate: float | None = None,
     ctx = single_process_context(False)
     per_fold, names, cache = [], [], {}
     for mp in model_paths(path):
-        extra = load_checkpoint(mp).get("extra", {})
+        model, cfg, extra = load_model(mp, impl=impl)
         if "run_config" not in extra:
-            raise ValueError(f"{mp}: checkpoint lacks its run settings (not written by himoe-fast train)")
-        rc = RunConfig.from_dict(extra["run_config"], progress=False)
+            raise CheckpointError(mp, "it lacks its run settings (not written by himoe-fast train)")
+        rc = RunConfig.from_stored(extra["run_config"], mp, progress=False)
         if data_dir is not None:
             rc = replace(rc, data=replace(rc.data, data_dir=str(data_dir)))
         train = replace(rc.train, missing_rate=rc.train.missing_rate if missing_rate is None else missing_rate,
@@ -59,8 +60,10 @@ def evaluate_checkpoints(path: str | Path, *, missing_rate: float | None = None,
             cache[key] = load_data(rc, progress=progress)
         data = cache[key]
         splits = build_splits(rc, data)          # the split seed is the training seed, as in training
-        fold = splits[int(extra.get("fold", 0))]
-        model, cfg, _ = load_model(mp, impl=impl)
+        fold_index = extra.get("fold", 0)
+        if not (isinstance(fold_index, int) and 0 <= fold_index < len(splits)):
+            raise CheckpointError(mp, f"its fold number {fold_index!r} is not a fold of its run")
+        fold = splits[fold_index]
         indices = getattr(fold, split)
         pred, y, m = predict(model, data, np.asarray(indices), ctx, train)
         per_fold.append(fold_metrics(pred, y, m, cfg))

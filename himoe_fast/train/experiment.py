@@ -30,7 +30,9 @@ import torch
 from ..config import HiMoEConfig
 from ..metrics import aggregate_folds
 from ..io import atomic_write_json, atomic_write_text
+from ..errors import CheckpointError, SettingsError, UserInputError
 from .distributed import DistContext, context_from_env, launched_by_torchrun, single_process_context, spawn
+from .rundir import STARTED, clean_failed_start, run_state
 from .loop import FoldResult, TrainSettings, train_fold
 
 DATASETS = ("synthetic", "deap", "dreamer", "recordings")
@@ -50,6 +52,9 @@ class DataSettings:
     lags: dict[str, float] = field(default_factory=dict)
     synthetic_seed: int = 0
     cache_dir: str | None = None
+    face_dir: str | None = None       # DEAP face features (sNN_face.npz), a folder of their own
+    random_lags: dict[str, float] = field(default_factory=dict)   # modality -> max extra lag per subject (s)
+    lag_seed: int = 0                 # seed of the per-subject random lags
 
 
 @dataclass
@@ -87,25 +92,51 @@ class RunConfig:
                  gpus=d.get("gpus", 0), procs=d.get("procs", 1), parallel=d.get("parallel", "ddp"))
         return replace(rc, **overrides)
 
+    @classmethod
+    def from_stored(cls, d: Any, source: str | Path, what: str = "checkpoint", **overrides: Any) -> "RunConfig":
+        """:meth:`from_dict` on settings read from ``source`` (a model.pt's run settings, or a config.json:
+        ``what="run config"``); anything wrong with them raises :class:`~himoe_fast.errors.CheckpointError`."""
+        try:
+            return cls.from_dict(d, **overrides)
+        except Exception as exc:  # noqa: BLE001 - any failure to rebuild the settings means a bad file
+            raise CheckpointError(source, f"its run settings are missing or invalid: {type(exc).__name__}",
+                                  what=what) from None
+
+
+def load_run_config(path: str | Path, **overrides: Any) -> RunConfig:
+    """Read a run's ``config.json``; a missing, unreadable or invalid file is a one-line error."""
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserInputError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise UserInputError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    except ValueError:     # JSONDecodeError, UnicodeDecodeError
+        raise CheckpointError(path, "not JSON", what="run config") from None
+    return RunConfig.from_stored(d, path, what="run config", **overrides)
+
 
 # ------------------------------------------------------------------------------------------ data
-def resolve_data_dir(data: DataSettings, modalities: tuple[str, ...] = ()) -> tuple[str, Path]:
-    """Map the CLI dataset name to a loader name and a path (synthetic data is written on first use,
-    with face-feature files when the ``face`` modality is used)."""
-    from ..data import DatasetError, ensure_synthetic
+def resolve_data_dir(data: DataSettings, modalities: tuple[str, ...] = ()) -> tuple[str, Path, Path | None]:
+    """Map the CLI dataset name to a loader name, a path and the face-feature folder (or None).
+
+    Synthetic data are written on first use, with face features in a folder of their own when the
+    ``face`` modality is used."""
+    from ..data import DatasetError, ensure_synthetic, synthetic_face_dir
 
     if data.dataset == "synthetic":
         n = data.subjects or 8
         options = {"face": True} if "face" in modalities else {}
-        return "deap", Path(ensure_synthetic("deap", n_subjects=n, seed=data.synthetic_seed, root=data.cache_dir,
-                                             **options))
+        path = Path(ensure_synthetic("deap", n_subjects=n, seed=data.synthetic_seed, root=data.cache_dir, **options))
+        return "deap", path, synthetic_face_dir(path) if options else None
     if data.dataset in ("deap", "dreamer", "recordings"):
         if not data.data_dir:
             raise DatasetError(f"--data-dir is required for --dataset {data.dataset}")
         path = Path(data.data_dir)
         if not path.exists():
             raise DatasetError(f"{path}: data directory does not exist")
-        return data.dataset, path
+        return data.dataset, path, Path(data.face_dir) if data.face_dir else None
     raise DatasetError(f"unknown dataset {data.dataset!r}; choose one of {', '.join(DATASETS)}")
 
 
@@ -113,20 +144,31 @@ def load_data(rc: RunConfig, progress: bool = True):
     """Prepare (or load from cache) the windows of the run's dataset."""
     from ..data import prepare_windows
 
-    kind, path = resolve_data_dir(rc.data, rc.model.modality_names)
+    kind, path, face_dir = resolve_data_dir(rc.data, rc.model.modality_names)
     if kind == "dreamer" and path.is_dir():
         path = path / "DREAMER.mat"
-    return prepare_windows(kind, path, rc.model, seq_len=rc.data.seq_len, stride_s=rc.data.stride_s,
+    data = prepare_windows(kind, path, rc.model, seq_len=rc.data.seq_len, stride_s=rc.data.stride_s,
                            subjects=rc.data.subjects, lags=rc.data.lags or None, cache_dir=rc.data.cache_dir,
-                           progress=progress)
+                           progress=progress, face_dir=face_dir, random_lags=rc.data.random_lags or None,
+                           lag_seed=rc.data.lag_seed)
+    if len(data) == 0:
+        longest = int(np.bincount(np.unique(data.trial, return_inverse=True)[1]).max()) if data.n_windows else 0
+        stride = rc.data.stride_s or rc.model.window_s
+        raise SettingsError(f"{path}: no trial holds --seq-len {rc.data.seq_len} consecutive windows of "
+                            f"{rc.model.window_s:g} s every {stride:g} s (the longest holds {longest}); "
+                            "lower --seq-len or --stride")
+    return data
 
 
 def build_splits(rc: RunConfig, data) -> list:
     from ..data import make_splits
 
     p = rc.protocol
-    splits = make_splits(data, p.protocol, folds=p.folds, split=p.split, seed=rc.train.seed,
-                         test_fraction=p.test_fraction, val_fraction=p.val_fraction)
+    try:
+        splits = make_splits(data, p.protocol, folds=p.folds, split=p.split, seed=rc.train.seed,
+                             test_fraction=p.test_fraction, val_fraction=p.val_fraction)
+    except ValueError as exc:    # settings the data cannot satisfy (too many folds, one subject for loso)
+        raise SettingsError(f"--protocol {p.protocol}: {exc}") from None
     return splits[: p.max_folds] if p.max_folds else splits
 
 
@@ -139,9 +181,12 @@ def _load_done(fold_dir: Path) -> FoldResult | None:
     path = fold_dir / "result.json"
     if not (path.exists() and (fold_dir / "model.pt").exists()):
         return None
-    r = json.loads(path.read_text())
-    return FoldResult(name=r["name"], metrics=r["metrics"], best_epoch=r["best_epoch"],
-                      epochs_run=r["epochs_run"], seconds=r["seconds"], history=r.get("history", []))
+    try:
+        r = json.loads(path.read_text())
+        return FoldResult(name=r["name"], metrics=r["metrics"], best_epoch=r["best_epoch"],
+                          epochs_run=r["epochs_run"], seconds=r["seconds"], history=r.get("history", []))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None      # damaged: the fold is finished again from its checkpoint
 
 
 def _run_folds(ctx: DistContext, rc: RunConfig, fold_ids: list[int], data=None) -> list[FoldResult]:
@@ -205,12 +250,28 @@ def run_experiment(rc: RunConfig, data=None) -> dict[str, Any]:
         data = load_data(rc, progress=rc.progress and ctx.is_main)
     splits = build_splits(rc, data)
     n_folds = len(splits)
+    if rc.train.impl == "auto":                       # decided once, before config.json records it
+        rc = _resolve_auto_impl(rc, ctx.device if use_cuda else torch.device("cpu"), ctx.is_main)
     if rc.train.impl == "fast":
         _prebuild_extension(rc)
+    created = not out.exists()
     if ctx.is_main:
+        if not rc.resume and run_state(out) == STARTED:
+            clean_failed_start(out, created=False)      # an earlier attempt died before its first checkpoint
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "config.json", rc.to_dict())
+    try:
+        return _train_and_aggregate(ctx, rc, splits, data, use_cuda, torchrun)
+    except BaseException:
+        if ctx.is_main:
+            clean_failed_start(out, created)            # no checkpoint yet: leave the folder as it was
+        raise
 
+
+def _train_and_aggregate(ctx: DistContext, rc: RunConfig, splits: list, data, use_cuda: bool,
+                         torchrun: bool) -> dict[str, Any]:
+    out = Path(rc.out)
+    n_folds = len(splits)
     world = rc.gpus or rc.procs
     if torchrun:
         results = _run_folds(ctx, rc, list(range(n_folds)), data) if rc.parallel == "ddp" else None
@@ -232,9 +293,35 @@ def run_experiment(rc: RunConfig, data=None) -> dict[str, Any]:
     metrics = aggregate_folds([r.metrics for r in results])
     metrics["folds"] = [r.name for r in results]
     metrics["protocol"] = asdict(rc.protocol)
+    delays = _learned_delays(rc, [_fold_dir(out, s) / "model.pt" for s in splits])
+    if delays:
+        metrics["learned_delay_s"] = delays
     atomic_write_json(out / "metrics.json", metrics)
     write_fold_table(out / "folds.csv", results)
     return metrics
+
+
+def _learned_delays(rc: RunConfig, model_files: list[Path]) -> dict[str, Any]:
+    """The lag aligner's learned delay per modality in seconds (mean over folds, and per fold), for
+    Hi-MoE runs with ``temporal="align*"``; empty otherwise."""
+    if rc.train.model_name != "himoe" or rc.model.temporal == "none":
+        return {}
+    from .checkpoint import load_model
+
+    step = rc.data.stride_s or rc.model.window_s
+    per_fold = [load_model(f)[0].learned_delays(step_s=step) for f in model_files]
+    mean = {m: float(np.mean([d[m] for d in per_fold])) for m in rc.model.modality_names}
+    return {**mean, "per_fold": per_fold}
+
+
+def _resolve_auto_impl(rc: RunConfig, device: torch.device, announce: bool) -> RunConfig:
+    """``--impl auto``: fast if the fast path passes its (cached) self-check on ``device``, else the
+    reference with one warning line (see :mod:`himoe_fast.fast.selfcheck`)."""
+    from ..fast.selfcheck import resolve_impl
+
+    impl = resolve_impl("auto", rc.model, device, rc.train.model_name,
+                        warn=None if announce else (lambda message: None))
+    return replace(rc, train=replace(rc.train, impl=impl))
 
 
 def _prebuild_extension(rc: RunConfig) -> None:

@@ -29,7 +29,8 @@ from torch import nn
 from ..config import HiMoEConfig
 from ..metrics import evaluate
 from ..io import atomic_write, atomic_write_json
-from .checkpoint import (build_model, load_checkpoint, rng_state, save_checkpoint,
+from ..errors import CheckpointError
+from .checkpoint import (TRAIN_STATE_FORMAT, build_model, load_train_state, rng_state, save_checkpoint,
                          save_model, set_rng_state)
 from .distributed import DistContext
 
@@ -52,7 +53,7 @@ class TrainSettings:
     missing_rate: float = 0.0         # simulated missing modalities, train and eval alike
     missing_per_step: bool = False
     seed: int = 0
-    impl: str = "reference"           # reference | fast
+    impl: str = "reference"           # reference | fast | auto (fast after a self-check on the device)
     backend: str = "auto"             # fast path backend
     amp: bool = True                  # bf16 autocast on CUDA
     num_workers: int = 0
@@ -191,14 +192,17 @@ def train_fold(cfg: HiMoEConfig, settings: TrainSettings, data, split, fold_dir:
 
     ckpt_path = fold_dir / "checkpoint.pt"
     if resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        state = load_train_state(ckpt_path)
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            set_rng_state(state["rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError):
+            raise CheckpointError(ckpt_path, "its training state does not fit this run's model") from None
         start_epoch, best_score, best_epoch = state["epoch"] + 1, state["best_score"], state["best_epoch"]
         bad_epochs, best_state, history = state["bad_epochs"], state["best_state"], state["history"]
         finished = state["finished"]
-        set_rng_state(state["rng"])
 
     ddp_model: nn.Module = model
     if ctx.distributed:
@@ -264,7 +268,7 @@ def train_fold(cfg: HiMoEConfig, settings: TrainSettings, data, split, fold_dir:
                                   f"val {val_score:.4f}  {history[-1]['seconds']:.1f} s", highlight=False)
             if ctx.is_main:
                 save_checkpoint(ckpt_path, {
-                    "format": "himoe-fast/train-state/v1", "epoch": epoch, "model": model.state_dict(),
+                    "format": TRAIN_STATE_FORMAT, "epoch": epoch, "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "best_score": best_score, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
                     "best_state": best_state, "history": history, "finished": finished, "rng": rng_state(),
