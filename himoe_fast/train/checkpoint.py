@@ -119,8 +119,6 @@ def save_model(path: str | Path, model: torch.nn.Module, cfg: HiMoEConfig, extra
 
 def load_model(path: str | Path, impl: str = "reference", backend: str = "auto"):
     """Rebuild the model saved by :func:`save_model`. Returns ``(model, cfg, extra)``."""
-    from ..model import HiMoE
-
     state = load_checkpoint(path, expect=MODEL_FORMAT)
     extra = state.get("extra", {})
     if not isinstance(extra, dict) or not isinstance(state.get("state_dict"), dict):
