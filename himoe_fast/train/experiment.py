@@ -249,7 +249,6 @@ def run_experiment(rc: RunConfig, data=None) -> dict[str, Any]:
     if data is None:
         data = load_data(rc, progress=rc.progress and ctx.is_main)
     splits = build_splits(rc, data)
-    n_folds = len(splits)
     if rc.train.impl == "auto":                       # decided once, before config.json records it
         rc = _resolve_auto_impl(rc, ctx.device if use_cuda else torch.device("cpu"), ctx.is_main)
     if rc.train.impl == "fast":
