@@ -40,6 +40,25 @@ def fixed_configs():
     finally:
         _FIXED.on = before
 
+#: ``tl.dot`` precision of fp32 operands on the GPU. ``tf32x3`` (three TF32 tensor-core products per
+#: dot, errors ~1e-6 relative: far inside the fp32 parity tolerances) is the default because the
+#: FMA-path ``ieee`` dots hold whole operand tiles per thread and spill 5-25 KB of stack per thread in
+#: the router backward (``bench/aot_check.py``); ``HIMOE_FAST_FP32_DOT=ieee`` restores exact fp32 dots.
+FP32_DOT = os.environ.get("HIMOE_FAST_FP32_DOT", "tf32x3").strip() or "tf32x3"
+if FP32_DOT not in ("ieee", "tf32x3", "tf32"):
+    raise ValueError(f"HIMOE_FAST_FP32_DOT must be ieee, tf32x3 or tf32, got {FP32_DOT!r}")
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """``input_precision`` of ``tl.dot`` for operands of ``dtype`` (ignored for 16-bit operands)."""
+    return FP32_DOT if dtype == torch.float32 else "tf32"
+
+
+def is_fp32(nargs: dict, name: str) -> bool:
+    """For ``early_config_prune``: whether the kernel argument ``name`` is an fp32 tensor."""
+    return getattr(nargs.get(name), "dtype", None) == torch.float32
+
+
 #: dtypes the kernels take (all operands of one launch share one); the interpreter runs fp32 only
 KERNEL_DTYPES = (torch.float32,) if INTERPRET else (torch.float32, torch.bfloat16, torch.float16)
 

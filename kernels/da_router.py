@@ -85,16 +85,18 @@ deterministic) and summed over ``C`` on the host. ``C`` is bounded (SM count, me
 of the autotuned ``BLOCK_N``.  Cost: 7 GEMM-tiles per (block, expert) against 6 if the hidden were
 stored; memory kept for backward: z, A ``[P, N, d]``, S ``[P, N, L]`` only.
 
-Dtypes and sizes: fp32 (``tl.dot`` with ``input_precision="ieee"``, parity mode) and bf16 (GPU only;
-operands cast to bf16, accumulation and softmax statistics in fp32). Any N, d, h, r, L: blocks are
-padded to powers of two >= 16 and masked. ``d`` and ``r`` are held whole in registers per token
-block (fine for d <= 256; larger d is correct but spills). Autotuned on CUDA; under
-``TRITON_INTERPRET=1`` one fixed small config.
+Dtypes and sizes: fp32 (``tl.dot`` with ``input_precision="tf32x3"``: three TF32 tensor-core
+products, ~1e-6 relative error; ``HIMOE_FAST_FP32_DOT=ieee`` for exact FMA dots, see
+:data:`himoe_fast.kernels.common.FP32_DOT`) and bf16 (GPU only; operands cast to bf16, accumulation
+and softmax statistics in fp32). Any N, d, h, r, L: blocks are padded to powers of two >= 16 and
+masked. ``d`` and ``r`` are held whole per token block (fine for d <= 256). Offsets into token
+arrays are 64-bit (``N * d`` may pass 2^31).
 
-Checked without a GPU: every mode compiles for sm_90 (``triton.compile`` + ptxas) in fp32/ieee and
-bf16. ptxas reports heavy spilling for fp32 ``ieee`` (FMA-path dots: ~32-48 registers, several KB
-of stack) and ~255 registers with some spilling for bf16 at d=128; GPU timing and register tuning
-(fewer live [BLOCK_N, d] tiles, an expert-split grid for small N) are still to be done on a GPU.
+Launch configs: autotuned on CUDA over a small grid pruned per dtype (``early_config_prune``:
+:func:`_fwd_ok`, :func:`_bwd_ok`) to the configs that compile without spills in bf16 and within
+1 KiB/thread in fp32 and within sm_80's shared memory (``bench/aot_check.py --full``, docs/GPU.md);
+fixed per-dtype configs (:data:`GPU_CONFIGS`) when ``HIMOE_FAST_AUTOTUNE=0``; one small fixed config
+under ``TRITON_INTERPRET=1``.
 """
 
 from __future__ import annotations
@@ -103,14 +105,13 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import INTERPRET, autotune_enabled, check_dtypes, device_guard, gelu as _gelu, gelu_grad as _gelu_grad
+from .common import (INTERPRET, autotune_enabled, check_dtypes, device_guard, dot_precision, gelu as _gelu,
+                     gelu_grad as _gelu_grad, is_fp32)
 
 COSINE_EPS = 1e-6                     # == himoe_fast.model.router.COSINE_EPS
 MODE_DOT, MODE_COSINE, MODE_DIFF = 0, 1, 2
 _MODES = {"dot": MODE_DOT, "cosine": MODE_COSINE, "diff": MODE_DIFF}
 
-#: ``tl.dot`` precision for fp32 inputs: "ieee" (parity with the reference) or "tf32" (faster on GPU).
-FP32_PRECISION = "ieee"
 
 
 def _interpret(device: torch.device) -> bool:
@@ -358,22 +359,53 @@ def _bwd_kernel(Z, W1, B1, W2, B2, V, QH, WK, SCALE,          # forward inputs
 # ----------------------------------------------------------------------------------------------
 
 _INTERP_BLOCK_N, _INTERP_BLOCK_H = 16, 32
-#: fixed GPU config when autotuning is off (``HIMOE_FAST_AUTOTUNE=0``)
-GPU_CONFIG = {"BLOCK_N": 16, "BLOCK_H": 32, "num_warps": 4, "num_stages": 1}
 
 
 def _configs():
-    # (BLOCK_N, BLOCK_H, num_warps): a token block keeps ~6 [BLOCK_N, BLOCK_D] fp32 tiles live, so
-    # large BLOCK_N wants more warps; small BLOCK_N gives more programs at small N.
-    # (sm_90 compiles of (16, 32, 4) already use ~255 registers per thread, hence the 8-warp variants.)
-    grid = [(16, 32, 4), (16, 32, 8), (16, 64, 4), (32, 32, 4), (32, 32, 8), (32, 64, 8), (64, 32, 8), (64, 64, 8)]
+    # (BLOCK_N, BLOCK_H, num_warps): a token block keeps several [BLOCK_N, BLOCK_D] fp32 tiles live
+    # (~6 in forward, ~10 in backward), so larger BLOCK_N wants more warps.
+    grid = [(16, 32, 4), (16, 32, 8), (16, 16, 8), (16, 64, 8), (32, 32, 8), (32, 16, 8)]
     return [triton.Config({"BLOCK_N": bn, "BLOCK_H": bh}, num_warps=w, num_stages=1) for bn, bh, w in grid]
+
+
+def _fwd_ok(cfg, fp32: bool) -> bool:
+    """Configs of the forward that fit (bench/aot_check.py --full; docs/GPU.md): fp32 keeps BLOCK_N = 16."""
+    bn = cfg.kwargs["BLOCK_N"]
+    return bn == 16 if fp32 else True
+
+
+def _bwd_ok(cfg, fp32: bool) -> bool:
+    """Backward: 8 warps (its ~10 live token tiles spill with 4); fp32 also BLOCK_N = 16, BLOCK_H <= 16
+    (tf32x3 dots stage hi/lo operand halves in shared memory: wider tiles pass sm_80's 163 KiB)."""
+    bn, bh = cfg.kwargs["BLOCK_N"], cfg.kwargs["BLOCK_H"]
+    if cfg.num_warps < 8:
+        return False
+    return (bn == 16 and bh <= 16) if fp32 else bn * bh <= 512
+
+
+def _prune(ok):
+    def prune(configs, nargs, **kwargs):
+        fp32 = is_fp32(nargs, "Z")
+        kept = [c for c in configs if ok(c, fp32)]
+        return kept or configs[:1]
+    return prune
+
+
+#: fixed GPU configs when autotuning is off (``HIMOE_FAST_AUTOTUNE=0``, the self-check): (kernel, fp32)
+GPU_CONFIGS = {
+    ("fwd", True): {"BLOCK_N": 16, "BLOCK_H": 32, "num_warps": 4, "num_stages": 1},
+    ("fwd", False): {"BLOCK_N": 16, "BLOCK_H": 32, "num_warps": 4, "num_stages": 1},
+    ("bwd", True): {"BLOCK_N": 16, "BLOCK_H": 16, "num_warps": 8, "num_stages": 1},
+    ("bwd", False): {"BLOCK_N": 16, "BLOCK_H": 32, "num_warps": 8, "num_stages": 1},
+}
 
 
 _PARTIALS = ["GW1P", "GB1P", "GW2P", "GB2P", "GWKP"]
 _KEY = ["D", "H", "R", "L", "MODE", "PREC"]
-_fwd_tuned = triton.autotune(configs=_configs(), key=_KEY)(_fwd_kernel)
-_bwd_tuned = triton.autotune(configs=_configs(), key=_KEY, reset_to_zero=_PARTIALS)(_bwd_kernel)
+_fwd_tuned = triton.autotune(configs=_configs(), key=_KEY, prune_configs_by={"early_config_prune": _prune(_fwd_ok)})(
+    _fwd_kernel)
+_bwd_tuned = triton.autotune(configs=_configs(), key=_KEY, reset_to_zero=_PARTIALS,
+                             prune_configs_by={"early_config_prune": _prune(_bwd_ok)})(_bwd_kernel)
 
 
 def _pow2(x: int) -> int:
@@ -381,7 +413,7 @@ def _pow2(x: int) -> int:
 
 
 def _precision(dtype: torch.dtype) -> str:
-    return FP32_PRECISION if dtype == torch.float32 else "tf32"
+    return dot_precision(dtype)
 
 
 def _num_partials(N: int, device: torch.device, bytes_per_partial: int) -> int:
@@ -416,7 +448,8 @@ def _launch_fwd(z, w1, b1, w2, b2, v, qh, wk, scale, sc, mode):
         elif autotune_enabled():
             _fwd_tuned[lambda m: (triton.cdiv(N, m["BLOCK_N"]),)](*args, **meta)
         else:
-            _fwd_kernel[(triton.cdiv(N, GPU_CONFIG["BLOCK_N"]),)](*args, **GPU_CONFIG, **meta)
+            cfg = GPU_CONFIGS["fwd", z.dtype == torch.float32]
+            _fwd_kernel[(triton.cdiv(N, cfg["BLOCK_N"]),)](*args, **cfg, **meta)
     S = torch.exp(PHI - LSE.unsqueeze(-1))                                  # [P, N, L]
     return A, S
 
@@ -452,7 +485,8 @@ def _launch_bwd(z, w1, b1, w2, b2, v, qh, wk, scale, sc, mode, S, gA, gS, DD):
         elif autotune_enabled():
             _bwd_tuned[lambda m: (min(C, triton.cdiv(N, m["BLOCK_N"])),)](*args, **meta)
         else:
-            _bwd_kernel[(min(C, triton.cdiv(N, GPU_CONFIG["BLOCK_N"])),)](*args, **GPU_CONFIG, **meta)
+            cfg = GPU_CONFIGS["bwd", z.dtype == torch.float32]
+            _bwd_kernel[(min(C, triton.cdiv(N, cfg["BLOCK_N"])),)](*args, **cfg, **meta)
     grads = dict(z=GZ, w1=GW1P.sum(0), b1=GB1P.sum(0), w2=GW2P.sum(0), b2=GB2P.sum(0))
     if mode == MODE_COSINE:
         grads.update(qh=GQH.unsqueeze(0), wk=GWKP.sum(0).unsqueeze(0), scale=GSC.sum())

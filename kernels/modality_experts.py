@@ -29,12 +29,14 @@ Launch family:
                               sums of B) for dW1/db1, dW2, db2, dWg/dbg. ``SPLIT > 1`` programs per tile
                               write fp32 partials that are summed by torch (no atomics: deterministic).
 
-All GEMMs accumulate in fp32 (``tl.dot``); fp32 inputs use ``input_precision="ieee"`` so results match
-the reference to fp32 rounding; bf16 inputs (GPU only) keep bf16 operands and fp32 accumulation.
-Feature dims are loaded whole (``BLOCK_D = next_pow2(d)``, masked), so ``d <= MAX_D``.
+All GEMMs accumulate in fp32 (``tl.dot``); fp32 inputs use ``input_precision="tf32x3"`` (three TF32
+tensor-core products, ~1e-6 relative error; ``HIMOE_FAST_FP32_DOT=ieee`` for exact FMA dots, which
+spill); bf16 inputs (GPU only) keep bf16 operands and fp32 accumulation. Feature dims are loaded whole
+(``BLOCK_D = next_pow2(d)``, masked), so ``d <= MAX_D``.
 
 Under ``TRITON_INTERPRET=1`` (CPU) one fixed small config is used; on GPU the kernels are autotuned
-(``HIMOE_FAST_AUTOTUNE=0``: one fixed GPU config instead).
+over grids pruned per dtype to the configs that fit (:func:`_token_ok`, :func:`_reduce_ok`; checked by
+``bench/aot_check.py --full``), or launched with fixed per-dtype configs (``HIMOE_FAST_AUTOTUNE=0``).
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import INTERPRET, autotune_enabled, check_dtypes, device_guard, gelu as _gelu, gelu_grad as _gelu_grad
+from .common import (INTERPRET, autotune_enabled, check_dtypes, device_guard, dot_precision, gelu as _gelu,
+                     gelu_grad as _gelu_grad, is_fp32)
 
 ROUTING_IDS = {"soft": 0, "uniform": 1, "top1": 2}
 MAX_D = 256           # whole feature rows live in registers / shared memory
@@ -247,8 +250,8 @@ def _tn_reduce_kernel(
 def _token_configs():
     return [
         triton.Config({"BLOCK_N": bn, "BLOCK_H": bh}, num_warps=w, num_stages=s)
-        for bn, bh, w, s in [(16, 64, 4, 2), (32, 64, 4, 2), (64, 64, 4, 2), (64, 32, 4, 3),
-                             (128, 64, 8, 2), (64, 128, 8, 2), (32, 128, 4, 2)]
+        for bn, bh, w, s in [(16, 32, 4, 2), (32, 32, 4, 2), (32, 32, 8, 2), (16, 64, 4, 2), (32, 64, 8, 2),
+                             (64, 32, 8, 2), (64, 64, 8, 2)]
     ]
 
 
@@ -260,19 +263,46 @@ def _reduce_configs():
     ]
 
 
+def _token_ok(cfg, fp32: bool, d: int) -> bool:
+    """Token-kernel configs that fit (bench/aot_check.py --full; docs/GPU.md). A program keeps ~4
+    [BLOCK_N, d] fp32 tiles live plus the [d, BLOCK_H] weight tiles: fp32 takes 8 warps, and tiles of
+    at most 32 x 32 x 128; wide rows (d > 128) halve BLOCK_N."""
+    bn, bh, w = cfg.kwargs["BLOCK_N"], cfg.kwargs["BLOCK_H"], cfg.num_warps
+    if bn * max(d, 128) > (4096 if w >= 8 else 2048) * (1 if fp32 else 2):
+        return False
+    return (w >= 8 and bh <= 32) if fp32 else True
+
+
+def _reduce_ok(cfg, fp32: bool) -> bool:
+    """fp32 operands double the staged tiles: 128 x 128 passes sm_80's shared memory."""
+    return not (fp32 and cfg.kwargs["BLOCK_I"] * cfg.kwargs["BLOCK_J"] > 64 * 128)
+
+
+def _prune_token(configs, nargs, **kwargs):
+    fp32, d = is_fp32(nargs, "X"), int(nargs["D"])
+    return [c for c in configs if _token_ok(c, fp32, d)] or configs[:1]
+
+
+def _prune_reduce(configs, nargs, **kwargs):
+    fp32 = is_fp32(nargs, "A")
+    return [c for c in configs if _reduce_ok(c, fp32)] or configs[:1]
+
+
 #: fixed configs for the interpreter: small tiles, few programs
 INTERP_TOKEN_CONFIG = {"BLOCK_N": 32, "BLOCK_H": 64}
 INTERP_REDUCE_CONFIG = {"BLOCK_I": 32, "BLOCK_J": 64, "BLOCK_R": 32}
 #: fixed GPU configs when autotuning is off (``HIMOE_FAST_AUTOTUNE=0``: e.g. parity tests over many
 #: shapes, where tuning every shape would cost more than the tests)
 GPU_TOKEN_CONFIG = {"BLOCK_N": 32, "BLOCK_H": 32, "num_warps": 4, "num_stages": 2}
+GPU_TOKEN_CONFIG_FP32 = {"BLOCK_N": 32, "BLOCK_H": 32, "num_warps": 8, "num_stages": 2}   # 4 warps spill
 GPU_REDUCE_CONFIG = {"BLOCK_I": 64, "BLOCK_J": 64, "BLOCK_R": 32, "num_warps": 4, "num_stages": 3}
 
-_fwd_tuned = triton.autotune(_token_configs(), key=["D", "H", "K", "N_BUCKET", "ROUTING"])(_bank_fwd_kernel)
-_bwd_token_tuned = triton.autotune(_token_configs(), key=["D", "H", "K", "N_BUCKET", "ROUTING", "HAS_DALPHA"])(
-    _bank_bwd_token_kernel)
-_reduce_tuned = triton.autotune(_reduce_configs(), key=["I", "J", "ROWS_PER_SPLIT", "SPLIT", "HAS_COLSUM"])(
-    _tn_reduce_kernel)
+_fwd_tuned = triton.autotune(_token_configs(), key=["D", "H", "K", "N_BUCKET", "ROUTING"],
+                             prune_configs_by={"early_config_prune": _prune_token})(_bank_fwd_kernel)
+_bwd_token_tuned = triton.autotune(_token_configs(), key=["D", "H", "K", "N_BUCKET", "ROUTING", "HAS_DALPHA"],
+                                   prune_configs_by={"early_config_prune": _prune_token})(_bank_bwd_token_kernel)
+_reduce_tuned = triton.autotune(_reduce_configs(), key=["I", "J", "ROWS_PER_SPLIT", "SPLIT", "HAS_COLSUM"],
+                                prune_configs_by={"early_config_prune": _prune_reduce})(_tn_reduce_kernel)
 
 
 def _kernels():
@@ -287,15 +317,15 @@ def _pow2(n: int, lo: int = 16) -> int:
 
 
 def _dot_prec(dtype: torch.dtype) -> str:
-    return "ieee" if dtype == torch.float32 else "tf32"   # ignored for bf16/fp16 operands
+    return dot_precision(dtype)
 
 
-def _token_meta(D: int):
+def _token_meta(D: int, dtype: torch.dtype):
     if autotune_enabled():
         return {}
     if INTERPRET:
         return dict(INTERP_TOKEN_CONFIG)
-    meta = dict(GPU_TOKEN_CONFIG)
+    meta = dict(GPU_TOKEN_CONFIG_FP32 if dtype == torch.float32 else GPU_TOKEN_CONFIG)
     bd = _pow2(D)
     meta["BLOCK_N"] = 32 if bd <= 128 else 16                          # whole rows stay on chip
     return meta
@@ -386,7 +416,7 @@ class ModalityExpertsFunction(torch.autograd.Function):
         alpha = torch.empty((M, N, K), device=x.device, dtype=x.dtype)
         rid = ROUTING_IDS[routing]
         if N > 0:
-            meta = _token_meta(D)
+            meta = _token_meta(D, x.dtype)
             grid = lambda META: (triton.cdiv(N, META["BLOCK_N"]), M)  # noqa: E731
             with device_guard(x):
                 _kernels()[0][grid](x, gate_weight, gate_bias, w1, b1, w2, b2, z, alpha, N, D, H, K, triton.next_power_of_2(N),
@@ -414,7 +444,7 @@ class ModalityExpertsFunction(torch.autograd.Function):
         g = torch.empty_like(dh)
         dlogits = torch.zeros((M, N, K), device=x.device, dtype=x.dtype)
         if N > 0:
-            meta = _token_meta(D)
+            meta = _token_meta(D, x.dtype)
             grid = lambda META: (triton.cdiv(N, META["BLOCK_N"]), M)  # noqa: E731
             with device_guard(x):
                 _kernels()[1][grid](x, dz, alpha, dalpha, gate_weight, w1, b1, w2, b2, dx, dh, g, dlogits,

@@ -66,7 +66,10 @@ def no_autocast(device: torch.device | str):
     """Context that switches autocast off for ``device``'s type (the fused ops cast their inputs first)."""
     if autocast_dtype(device) is None:
         return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, enabled=False)
+    try:
+        return torch.autocast(torch.device(device).type, enabled=False)
+    except RuntimeError:                # a device type without autocast (e.g. meta tensors)
+        return contextlib.nullcontext()
 
 
 def triton_available() -> bool:
