@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -87,8 +88,8 @@ class ModalitySpec:
             raise ValueError(f"modality {self.name!r}: kind must be one of {ENCODER_KINDS}, got {self.kind!r}")
         if int(self.channels) < 1:
             raise ValueError(f"modality {self.name!r}: channels must be >= 1, got {self.channels}")
-        if float(self.sfreq) <= 0:
-            raise ValueError(f"modality {self.name!r}: sfreq must be > 0, got {self.sfreq}")
+        if not 0 < float(self.sfreq) < math.inf:          # rejects NaN and inf too
+            raise ValueError(f"modality {self.name!r}: sfreq must be a finite number > 0, got {self.sfreq}")
 
     def samples(self, window_s: float) -> int:
         """Samples per window, ``S_m = round(window_s * sfreq_m)``."""
@@ -162,12 +163,12 @@ class HiMoEConfig:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.d_model < 2:
             raise ValueError("d_model must be >= 2 (heads use d_model // 2)")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.align_weight < 0:
-            raise ValueError(f"align_weight must be >= 0, got {self.align_weight}")
-        if self.window_s <= 0:
-            raise ValueError(f"window_s must be > 0, got {self.window_s}")
+        if not 0 < self.temperature < math.inf:           # range checks written so that NaN fails them
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature}")
+        if not 0 <= self.align_weight < math.inf:
+            raise ValueError(f"align_weight must be a finite number >= 0, got {self.align_weight}")
+        if not 0 < self.window_s < math.inf:
+            raise ValueError(f"window_s must be a finite number > 0, got {self.window_s}")
         for m in self.modalities:
             if m.samples(self.window_s) < 16:
                 raise ValueError(

@@ -113,6 +113,13 @@ def test_failed_experiment_leaves_no_run_behind(tmp_path, monkeypatch):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("field", ["align_weight", "temperature", "window_s"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_config_ranges_reject_nan_and_inf(field, value):
+    with pytest.raises(ValueError, match=field):
+        HiMoEConfig.deap(modalities=("gsr",), **{field: value})
+
+
 # ------------------------------------------------------------------------------------------ model files
 class _Payload:
     def __init__(self, marker):
