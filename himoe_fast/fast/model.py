@@ -8,7 +8,7 @@ parameter names, shapes and state dicts are identical and interchangeable both w
     bank          fused Modality Expert Bank (Triton on CUDA, batched torch)    himoe_fast.fast.experts
     fuse, heads   launch-lean versions                                          himoe_fast.fast.stages
     router        ``da_router`` (Triton on CUDA, batched torch)                 himoe_fast.fast.router
-    temporal      lag aligner as two einsums; the reference's TemporalContext  himoe_fast.fast.temporal
+    temporal      lag aligner as a banded [T, T] matrix; reference TemporalContext himoe_fast.fast.temporal
     alignment     ``masked_ntxent(backend="auto")`` (C++/CUDA extension when built)
 
 Outputs are returned in the reference's shapes (``[B, T, ...]``, as views where possible).
