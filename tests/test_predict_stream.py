@@ -365,3 +365,17 @@ def test_synth_recordings_cli(tmp_path):
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["recordings.json", "sub-01"]
     res = run_cli(["synth", "--kind", "recordings", "--out", tmp_path / "r"], tmp_path / "c")
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "not an empty folder" in res.stderr
+
+
+def test_train_on_a_bad_recording_file_is_one_line(tmp_path):
+    rec = tmp_path / "data" / "sub-01" / "rec-01"
+    rec.mkdir(parents=True)
+    (rec / "eeg.edf").write_bytes(b"0       not really an EDF header" * 8)
+    out = tmp_path / "run"
+    for cmd in (["train", "--dataset", "recordings", "--data-dir", tmp_path / "data", "--out", out],
+                ["predict", tmp_path / "nothing.pt", tmp_path / "data", "--out", out]):
+        res = run_cli(cmd, tmp_path / "c")
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.count("\n") == 1 and res.stderr.startswith("himoe-fast: error:")
+        assert cmd[0] == "predict" or "eeg.edf" in res.stderr
+        assert not out.exists()
