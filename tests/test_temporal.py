@@ -213,3 +213,23 @@ def test_fast_aligner_matches_reference_at_preset_shapes(causal):
     leaves = [Z, al.shift_logits, al.gain]
     for a, b in zip(torch.autograd.grad((got * g).sum(), leaves), torch.autograd.grad((want * g).sum(), leaves)):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
+
+
+def test_train_records_the_variant_and_the_learned_delays(tmp_path):
+    """``--temporal align``: config.json names it, metrics.json carries the learned delay per modality
+    (seconds, mean over folds and per fold), equal to what the saved model reports."""
+    from himoe_fast.train.checkpoint import load_model
+    from test_train_cli import SMALL, run_cli
+
+    out = tmp_path / "run"
+    res = run_cli(["train", *SMALL, "--epochs", "1", "--protocol", "holdout", "--temporal", "align", "--causal",
+                   "--no-progress", "--out", out], tmp_path / "cache")
+    assert res.returncode == 0, res.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["temporal"] == "align" and config["model"]["causal"] is True
+    delays = json.loads((out / "metrics.json").read_text())["learned_delay_s"]
+    model = load_model(out / "folds" / "holdout" / "model.pt")[0]
+    want = model.learned_delays(step_s=4.0)                    # SMALL: one window every 4 s
+    assert delays["per_fold"] == [pytest.approx(want)]
+    assert {k: v for k, v in delays.items() if k != "per_fold"} == pytest.approx(want)
+    assert all(v <= 1e-9 for v in want.values())               # causal: only past windows, delay <= 0

@@ -97,10 +97,13 @@ class LagAligner(nn.Module):
         return (1 - g) * delta + g * pi
 
     def delays(self) -> torch.Tensor:
-        """Centre of mass of each modality's kernel, in windows: ``[M]`` (positive = read later)."""
-        w = self.kernels()
-        k = torch.tensor(self.offsets, dtype=w.dtype)
-        return (w * k).sum(-1) / w.sum(-1)
+        """Centre of mass of each modality's kernel, in windows: ``[M]`` (positive = read later).
+
+        With the gain clamped to ``[0, 1]``: a negative gain pushes the window away from its
+        neighbours instead of reading them, which moves no evidence in time (delay 0)."""
+        pi = torch.softmax(self.RATE * self.shift_logits.detach().float(), dim=-1)
+        g = (self.RATE * self.gain.detach().float()).clamp(0.0, 1.0)
+        return g * (pi * torch.tensor(self.offsets, dtype=pi.dtype)).sum(-1)
 
 
 class TemporalContext(nn.Module):
