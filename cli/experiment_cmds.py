@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
         expert_counts: Annotated[Optional[str], typer.Option(help="emotion-expert counts for Fig. 4b ('' to skip)")] = "1,2,4,8,16",
         dataset: Dataset = "synthetic", data_dir: DataDir = None, modalities: Modalities = None,
         protocol: Protocol = None, folds: Folds = 10, split: Split = "trial", epochs: Epochs = None,
-        batch_size: BatchSize = 32, lr: Lr = 1e-3, missing_rate: MissingRate = 0.0, impl: Impl = "reference",
+        batch_size: BatchSize = 32, lr: Lr = 1e-3, missing_rate: MissingRate = 0.0, impl: Impl = "auto",
         procs: Procs = 1,
         subjects: Subjects = None, seq_len: SeqLen = 8, stride: Stride = None, patience: Patience = 10,
         max_folds: MaxFolds = None,

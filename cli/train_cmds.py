@@ -22,7 +22,7 @@ DATASETS = ("synthetic", "deap", "dreamer", "recordings")
 TASKS = ("regression", "binary")
 PROTOCOLS = ("holdout", "kfold", "loso")
 SPLITS = ("trial", "window")
-IMPLS = ("reference", "fast")
+IMPLS = ("auto", "reference", "fast")
 BACKENDS = ("auto", "triton", "torch")
 PARALLEL = ("ddp", "folds")
 
@@ -46,7 +46,7 @@ BatchSize = Annotated[int, typer.Option(help="per GPU / process (paper: 32)")]
 Lr = Annotated[float, typer.Option(help="Adam learning rate")]
 MissingRate = Annotated[float, typer.Option(help="simulated missing-modality rate in [0, 1), train and eval")]
 MissingPerStep = Annotated[bool, typer.Option(help="draw missing modalities per time step, not per sample")]
-Impl = Annotated[str, typer.Option(help="reference | fast")]
+Impl = Annotated[str, typer.Option(help="auto (fast after a one-time self-check on the device, else reference) | reference | fast")]
 Backend = Annotated[str, typer.Option(help="fast-path backend: auto | triton | torch")]
 Gpus = Annotated[int, typer.Option(help="train on N GPUs (one process each, NCCL, DDP)")]
 Procs = Annotated[int, typer.Option(help="train with N CPU processes (gloo, DDP)")]
@@ -194,7 +194,7 @@ def register(app: typer.Typer) -> None:
         dataset: Dataset = "synthetic", data_dir: DataDir = None, modalities: Modalities = None,
         task: Task = "regression", protocol: Protocol = None, folds: Folds = 10, split: Split = "trial",
         epochs: Epochs = None, batch_size: BatchSize = 32, lr: Lr = 1e-3, missing_rate: MissingRate = 0.0,
-        missing_per_step: MissingPerStep = False, impl: Impl = "reference", backend: Backend = "auto",
+        missing_per_step: MissingPerStep = False, impl: Impl = "auto", backend: Backend = "auto",
         gpus: Gpus = 0, procs: Procs = 1, parallel: Parallel = "ddp", subjects: Subjects = None, seed: Seed = 0,
         router: Router = "dot", routing: Routing = "soft", emotion_bank: EmotionBank = True,
         align_weight: AlignWeight = 0.1, seq_len: SeqLen = 8, window: Window = 1.0, stride: Stride = None,
@@ -244,7 +244,7 @@ def register(app: typer.Typer) -> None:
         path: Annotated[Path, typer.Argument(help="a run directory or a fold's model.pt")],
         missing_rate: Annotated[Optional[float], typer.Option(help="override the simulated missing rate")] = None,
         seed: Annotated[Optional[int], typer.Option(help="seed of the evaluation missing masks")] = None,
-        data_dir: DataDir = None, impl: Impl = "reference",
+        data_dir: DataDir = None, impl: Impl = "auto",
         split: Annotated[str, typer.Option(help="test | val | train")] = "test",
         json_out: Annotated[Optional[Path], typer.Option("--json", help="write the metrics here")] = None,
     ) -> None:
@@ -279,7 +279,8 @@ def register(app: typer.Typer) -> None:
         dataset: Dataset = "synthetic", data_dir: DataDir = None, modalities: Modalities = None,
         protocol: Protocol = None, folds: Folds = 10, split: Split = "trial", epochs: Epochs = None,
         batch_size: BatchSize = 32, lr: Lr = 1e-3, missing_per_step: MissingPerStep = False,
-        impl: Annotated[str, typer.Option(help="reference | fast (fast applies to himoe; baselines run reference)")] = "reference",
+        impl: Annotated[str, typer.Option(help="auto | reference | fast (fast applies to himoe; baselines run "
+                                                "reference)")] = "auto",
         gpus: Gpus = 0, procs: Procs = 1, subjects: Subjects = None, seq_len: SeqLen = 8, stride: Stride = None,
         patience: Patience = 10, max_folds: MaxFolds = None,
         out: Annotated[Optional[Path], typer.Option(help="sweep directory (default runs/robustness-<dataset>-<time>)")] = None,

@@ -39,8 +39,8 @@ def run_cli(args, cache_dir: Path, env_extra=None, timeout=600) -> subprocess.Co
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory, cache_dir) -> Path:
     out = tmp_path_factory.mktemp("runs") / "holdout"
-    res = run_cli(["train", *SMALL, "--epochs", "2", "--protocol", "holdout", "--out", out, "--no-progress"],
-                  cache_dir)
+    res = run_cli(["train", *SMALL, "--epochs", "2", "--protocol", "holdout", "--impl", "reference", "--out", out,
+                   "--no-progress"], cache_dir)
     assert res.returncode == 0, res.stderr
     return out
 
@@ -187,6 +187,17 @@ def test_corrupt_data_dir_is_one_line_and_leaves_nothing(tmp_path, cache_dir):
     err = res.stderr.strip().splitlines()
     assert len(err) == 1 and "s01.dat" in err[0]
     assert not out.exists()
+
+
+def test_default_impl_is_fast_after_the_self_check(tmp_path, cache_dir):
+    """No --impl: ``auto`` probes the fast path once on this device (cached), then trains with it."""
+    res = run_cli(["train", *SMALL, "--epochs", "1", "--protocol", "holdout", "--no-progress",
+                   "--out", tmp_path / "auto"], cache_dir)
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "auto" / "config.json").read_text())["train"]["impl"] == "fast"
+    verdicts = [json.loads(p.read_text()) for p in (cache_dir / "selfcheck").glob("*.json")]
+    assert verdicts and all(v["ok"] for v in verdicts)
+    assert "self-check" not in res.stderr
 
 
 def test_impl_fast_trains_to_the_same_metrics_as_reference(trained_run, tmp_path, cache_dir):
