@@ -12,7 +12,9 @@ registers, stack spills and shared memory per build. Prints a table and exits 1 
 * a build fails to compile,
 * shared memory exceeds the smaller GPU's limit (sm_80: 163 KiB per block) -- for any config,
 * spill stores exceed the budget (default: 0 bytes/thread in bf16, 1024 in fp32), or
-* registers exceed 255 per thread.
+* registers exceed 255 per thread,
+
+except the builds listed in :data:`KNOWN_OVER_BUDGET` (open work, shown as "known").
 
 Default: the fixed configs the kernels launch with when autotuning is off (and under the
 self-check). ``--full``: every config of the autotune grids, after the kernels' own config pruning,
@@ -47,6 +49,22 @@ SMEM_LIMIT = {80: 163 * 1024, 90: 227 * 1024}       # max dynamic shared memory 
 MAX_REGS = 255
 SPILL_BUDGET = {"fp32": 1024, "bf16": 0, "amp": 0}  # spill-store bytes per thread
 ARCHS = (80, 90)
+
+#: Builds known to be over budget with the fixed configs (kernel, variant prefix, dtypes, arch): shown
+#: as "known" and not failing the check, so CI guards against new regressions while these are open
+#: (docs/GPU.md). Remove an entry when its kernel is fixed; a listed build that fits shows "ok".
+KNOWN_OVER_BUDGET = [
+    ("_bwd_kernel", "cosine", ("fp32",), 80),           # 192 KiB smem + 6.9 KB spills: [d, r] key tiles
+    ("_bwd_kernel", "cosine", ("fp32",), 90),           # 200 KiB smem (fits sm_90's 227, not sm_80's)
+    ("_bwd_kernel", "cosine", ("bf16", "amp"), 80),     # 1.2 KB spills
+    ("_bwd_kernel", "diff", ("bf16", "amp"), 80),       # 12 B spills
+    ("_bank_bwd_token_kernel", "soft", ("fp32",), 90),  # 1.2 KB spills (sm_80: 0.9 KB)
+]
+
+
+def known(kernel: str, variant: str, dtype: str, arch: int) -> bool:
+    return any(kernel == k and variant.startswith(v) and dtype in ds and arch == a
+               for k, v, ds, a in KNOWN_OVER_BUDGET)
 DTYPES = ("fp32", "bf16", "amp")
 
 
@@ -183,6 +201,9 @@ class Build:
     seconds: float = 0.0
     error: str = ""
     cached: bool = False
+
+    def is_known(self) -> bool:
+        return not self.error and known(self.kernel, self.variant, self.dtype, self.arch)
 
     def problems(self, budget: dict) -> list[str]:
         out = []
@@ -381,7 +402,7 @@ def table(builds: list[Build], budget: dict, markdown: bool = False) -> str:
         rows.append([b.kernel, b.variant, b.config, b.dtype, f"sm_{b.arch}", b.shapes,
                      "" if b.error else f"{b.shared / 1024:.1f}", "" if b.error else str(b.regs),
                      "" if b.error else str(b.spill_stores), "" if b.error else str(b.stack),
-                     "ok" if not probs else "; ".join(probs)])
+                     "ok" if not probs else ("known: " if b.is_known() else "") + "; ".join(probs)])
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -392,7 +413,8 @@ def table(builds: list[Build], budget: dict, markdown: bool = False) -> str:
 
 
 def summary(builds: list[Build], budget: dict) -> dict:
-    out = {"builds": len(builds), "failures": sum(bool(b.problems(budget)) for b in builds),
+    out = {"builds": len(builds), "failures": sum(bool(b.problems(budget)) and not b.is_known() for b in builds),
+           "known_over_budget": sum(bool(b.problems(budget)) and b.is_known() for b in builds),
            "compile_errors": sum(bool(b.error) for b in builds)}
     for dtype in sorted({b.dtype for b in builds}):
         ok = [b for b in builds if b.dtype == dtype and not b.error]
@@ -427,8 +449,9 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     builds = run(a.full, dtypes, archs, shapes, max(1, a.jobs), a.cache or cache_root() / "aot", budget,
                  progress=not a.quiet, kernels=[k for k in a.kernels.split(",") if k])
-    bad = [b for b in builds if b.problems(budget)]
-    print(table(bad if a.quiet else builds, budget))
+    over = [b for b in builds if b.problems(budget)]
+    bad = [b for b in over if not b.is_known()]
+    print(table(over if a.quiet else builds, budget))
     s = summary(builds, budget)
     s["seconds"] = round(time.perf_counter() - t0, 1)
     s["mode"] = "full autotune grid" if a.full else "fixed configs"
@@ -440,7 +463,7 @@ def main(argv=None) -> int:
     if bad:
         print(f"aot_check: FAILED: {len(bad)} of {len(builds)} builds over budget or not compiling", file=sys.stderr)
         return 1
-    print(f"aot_check: OK ({len(builds)} builds)")
+    print(f"aot_check: OK ({len(builds)} builds; {len(over)} known over budget, see KNOWN_OVER_BUDGET)")
     return 0
 
 

@@ -250,8 +250,8 @@ def _tn_reduce_kernel(
 def _token_configs():
     return [
         triton.Config({"BLOCK_N": bn, "BLOCK_H": bh}, num_warps=w, num_stages=s)
-        for bn, bh, w, s in [(16, 32, 4, 2), (32, 32, 4, 2), (32, 32, 8, 2), (16, 64, 4, 2), (32, 64, 8, 2),
-                             (64, 32, 8, 2), (64, 64, 8, 2)]
+        for bn, bh, w, s in [(16, 32, 4, 2), (32, 32, 4, 2), (16, 16, 4, 2), (32, 16, 4, 2), (16, 64, 4, 2),
+                             (64, 32, 8, 2)]
     ]
 
 
@@ -264,13 +264,13 @@ def _reduce_configs():
 
 
 def _token_ok(cfg, fp32: bool, d: int) -> bool:
-    """Token-kernel configs that fit (bench/aot_check.py --full; docs/GPU.md). A program keeps ~4
-    [BLOCK_N, d] fp32 tiles live plus the [d, BLOCK_H] weight tiles: fp32 takes 8 warps, and tiles of
-    at most 32 x 32 x 128; wide rows (d > 128) halve BLOCK_N."""
+    """Token-kernel configs that fit (bench/aot_check.py; docs/GPU.md). A program keeps several
+    [BLOCK_N, d] fp32 tiles live plus the [d, BLOCK_H] weight tiles: BLOCK_N x max(d, 128) of at most
+    2048 elements (4096 in bf16), BLOCK_H <= 32, and 4 warps (8 warps cap ptxas at 128 registers)."""
     bn, bh, w = cfg.kwargs["BLOCK_N"], cfg.kwargs["BLOCK_H"], cfg.num_warps
-    if bn * max(d, 128) > (4096 if w >= 8 else 2048) * (1 if fp32 else 2):
+    if bn * max(d, 128) > (2048 if fp32 else 4096):
         return False
-    return (w >= 8 and bh <= 32) if fp32 else True
+    return w == 4 and bh <= 32
 
 
 def _reduce_ok(cfg, fp32: bool) -> bool:
@@ -293,8 +293,14 @@ INTERP_TOKEN_CONFIG = {"BLOCK_N": 32, "BLOCK_H": 64}
 INTERP_REDUCE_CONFIG = {"BLOCK_I": 32, "BLOCK_J": 64, "BLOCK_R": 32}
 #: fixed GPU configs when autotuning is off (``HIMOE_FAST_AUTOTUNE=0``: e.g. parity tests over many
 #: shapes, where tuning every shape would cost more than the tests)
-GPU_TOKEN_CONFIG = {"BLOCK_N": 32, "BLOCK_H": 32, "num_warps": 4, "num_stages": 2}
-GPU_TOKEN_CONFIG_FP32 = {"BLOCK_N": 32, "BLOCK_H": 32, "num_warps": 8, "num_stages": 2}   # 4 warps spill
+#: per (kernel, fp32): the backward keeps twice the forward's live tiles, so it takes BLOCK_N 16
+#: (bench/aot_check.py: 8 warps cap ptxas at 128 registers and spill more, not less)
+GPU_TOKEN_CONFIGS = {
+    ("fwd", False): {"BLOCK_N": 32, "BLOCK_H": 32, "num_warps": 4, "num_stages": 2},
+    ("bwd", False): {"BLOCK_N": 16, "BLOCK_H": 16, "num_warps": 4, "num_stages": 2},
+    ("fwd", True): {"BLOCK_N": 16, "BLOCK_H": 32, "num_warps": 4, "num_stages": 2},
+    ("bwd", True): {"BLOCK_N": 16, "BLOCK_H": 16, "num_warps": 4, "num_stages": 2},
+}
 GPU_REDUCE_CONFIG = {"BLOCK_I": 64, "BLOCK_J": 64, "BLOCK_R": 32, "num_warps": 4, "num_stages": 3}
 
 _fwd_tuned = triton.autotune(_token_configs(), key=["D", "H", "K", "N_BUCKET", "ROUTING"],
@@ -320,14 +326,14 @@ def _dot_prec(dtype: torch.dtype) -> str:
     return dot_precision(dtype)
 
 
-def _token_meta(D: int, dtype: torch.dtype):
+def _token_meta(D: int, dtype: torch.dtype, kernel: str):
     if autotune_enabled():
         return {}
     if INTERPRET:
         return dict(INTERP_TOKEN_CONFIG)
-    meta = dict(GPU_TOKEN_CONFIG_FP32 if dtype == torch.float32 else GPU_TOKEN_CONFIG)
-    bd = _pow2(D)
-    meta["BLOCK_N"] = 32 if bd <= 128 else 16                          # whole rows stay on chip
+    meta = dict(GPU_TOKEN_CONFIGS[kernel, dtype == torch.float32])
+    if _pow2(D) > 128:
+        meta["BLOCK_N"] = 16                                          # whole rows stay on chip
     return meta
 
 
@@ -416,7 +422,7 @@ class ModalityExpertsFunction(torch.autograd.Function):
         alpha = torch.empty((M, N, K), device=x.device, dtype=x.dtype)
         rid = ROUTING_IDS[routing]
         if N > 0:
-            meta = _token_meta(D, x.dtype)
+            meta = _token_meta(D, x.dtype, "fwd")
             grid = lambda META: (triton.cdiv(N, META["BLOCK_N"]), M)  # noqa: E731
             with device_guard(x):
                 _kernels()[0][grid](x, gate_weight, gate_bias, w1, b1, w2, b2, z, alpha, N, D, H, K, triton.next_power_of_2(N),
@@ -444,7 +450,7 @@ class ModalityExpertsFunction(torch.autograd.Function):
         g = torch.empty_like(dh)
         dlogits = torch.zeros((M, N, K), device=x.device, dtype=x.dtype)
         if N > 0:
-            meta = _token_meta(D, x.dtype)
+            meta = _token_meta(D, x.dtype, "bwd")
             grid = lambda META: (triton.cdiv(N, META["BLOCK_N"]), M)  # noqa: E731
             with device_guard(x):
                 _kernels()[1][grid](x, dz, alpha, dalpha, gate_weight, w1, b1, w2, b2, dx, dh, g, dlogits,
