@@ -7,9 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import fail, parse_list, sweep_progress, user_errors
-from .train_cmds import (BatchSize, DataDir, Dataset, Epochs, Folds, Impl, Lr, MaxFolds, MissingRate, Modalities,
-                         Patience, Procs, Protocol, SeqLen, Split, Stride, Subjects, build_run_config, default_out)
+from .common import check_range, fail, parse_list, sweep_progress, user_errors
+from .train_cmds import (DEFAULT_TEMPORAL, BatchSize, Causal, DataDir, Dataset, Epochs, Folds, Impl, Lr, MaxFolds,
+                         MissingRate, Modalities, Patience, Procs, Protocol, SeqLen, Split, Stride, Subjects, Temporal,
+                         build_run_config, default_out)
 
 
 def register(app: typer.Typer) -> None:
@@ -22,7 +23,7 @@ def register(app: typer.Typer) -> None:
         batch_size: BatchSize = 32, lr: Lr = 1e-3, missing_rate: MissingRate = 0.0, impl: Impl = "auto",
         procs: Procs = 1,
         subjects: Subjects = None, seq_len: SeqLen = 8, stride: Stride = None, patience: Patience = 10,
-        max_folds: MaxFolds = None,
+        max_folds: MaxFolds = None, temporal: Temporal = DEFAULT_TEMPORAL, causal: Causal = False,
         out: Annotated[Optional[Path], typer.Option(help="sweep directory (default runs/ablate-<dataset>-<time>)")] = None,
         resume: Annotated[bool, typer.Option(help="skip runs already finished in --out")] = False,
     ) -> None:
@@ -34,6 +35,8 @@ def register(app: typer.Typer) -> None:
         from himoe_fast.train.sweeps import ABLATIONS, ablation_sweep
 
         seed_list = parse_list(seeds, "--seeds", int)
+        if min(seed_list) < 0:
+            fail(f"--seeds must be >= 0, got {min(seed_list)}")
         counts = parse_list(expert_counts, "--expert-counts", int) if expert_counts else []
         if any(c < 1 for c in counts):
             fail("--expert-counts must be >= 1")
@@ -44,7 +47,7 @@ def register(app: typer.Typer) -> None:
             missing_per_step=False, impl=impl, backend="auto", gpus=0, procs=procs, parallel="ddp",
             subjects=subjects, seed=0, router="dot", routing="soft", emotion_bank=True, align_weight=0.1,
             seq_len=seq_len, window=1.0, stride=stride, lag=None, patience=patience, max_folds=max_folds,
-            model="himoe", out=out)
+            model="himoe", out=out, temporal=temporal, causal=causal)
         total = (len(ABLATIONS) + len(counts)) * len(seed_list)
         with user_errors(), sweep_progress("ablations", total) as advance:
             rows, count_rows = ablation_sweep(base, seed_list, out, expert_counts=counts, resume=resume,
@@ -80,12 +83,14 @@ def register(app: typer.Typer) -> None:
         import numpy as np
 
         from himoe_fast.analysis import routing_by_pattern, subject_trajectory
+        from himoe_fast.errors import CheckpointError
         from himoe_fast.plots import plot_routing_heatmap, plot_trajectories
-        from himoe_fast.train.checkpoint import load_checkpoint, load_model
+        from himoe_fast.train.checkpoint import load_model
         from himoe_fast.train.experiment import RunConfig, build_splits, load_data
 
-        if not 0.0 <= missing_rate < 1.0:
-            fail(f"--missing-rate must be in [0, 1), got {missing_rate}")
+        check_range("--missing-rate", missing_rate, 0.0, 1.0, hi_open=True)
+        if patterns < 1:
+            fail(f"--patterns must be >= 1, got {patterns}")
         fold_dirs = sorted(run.glob("folds/*")) if run.is_dir() else []
         if fold is not None:
             fold_dirs = [d for d in fold_dirs if d.name == fold]
@@ -95,15 +100,18 @@ def register(app: typer.Typer) -> None:
         fd = fold_dirs[0]
         with user_errors():
             pred, true, subj = subject_trajectory(fd / "predictions.npz", subject)
-            extra = load_checkpoint(fd / "model.pt")["extra"]
-            model, cfg, _ = load_model(fd / "model.pt")
+            model, cfg, extra = load_model(fd / "model.pt")
             if not hasattr(model, "modality_bank"):
                 fail(f"{fd}: routing heatmap needs a Hi-MoE model, this is {extra.get('model_name')}")
+            rc = RunConfig.from_stored(extra.get("run_config"), fd / "model.pt", progress=False)
+            data = load_data(rc, progress=False)
+            splits = build_splits(rc, data)
+            fold_index = extra.get("fold", 0)
+            if not (isinstance(fold_index, int) and 0 <= fold_index < len(splits)):
+                raise CheckpointError(fd / "model.pt", f"its fold number {fold_index!r} is not a fold of its run")
+            split = splits[fold_index]
             p1 = plot_trajectories(pred, true, cfg.targets, run / "trajectories.png",
                                    title=f"Subject {subj}: predicted vs true ({fd.name})", window_s=cfg.window_s)
-            rc = RunConfig.from_dict(extra["run_config"], progress=False)
-            data = load_data(rc, progress=False)
-            split = build_splits(rc, data)[int(extra.get("fold", 0))]
             names, weights, counts = routing_by_pattern(model, data, split.test, missing_rate=missing_rate,
                                                         seed=rc.train.seed)
             p2 = plot_routing_heatmap(names[:patterns], weights[:patterns], cfg.modality_names,

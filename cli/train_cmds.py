@@ -8,7 +8,7 @@ few minutes on a laptop CPU, and says so.
 
 from __future__ import annotations
 
-import json
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -16,7 +16,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import choice, fail, parse_lags, parse_list, sweep_progress, user_errors
+from himoe_fast.config import TEMPORAL_MODES
+
+from .common import (check_out, check_output_file, check_range, choice, fail, parse_lags, parse_list,
+                     sweep_progress, user_errors)
 
 DATASETS = ("synthetic", "deap", "dreamer", "recordings")
 TASKS = ("regression", "binary")
@@ -36,11 +39,13 @@ PAPER_RECIPE = {"epochs": 75, "protocol": "kfold"}
 # ---------------------------------------------------------------------------------------------------
 Dataset = Annotated[str, typer.Option(help="synthetic | deap | dreamer | recordings (your own files)")]
 DataDir = Annotated[Optional[Path], typer.Option(help="DEAP: folder with sNN.dat; DREAMER: DREAMER.mat or its folder; recordings: DIR/<subject>/<recording>/<files> (README)")]
+FaceDir = Annotated[Optional[Path], typer.Option(help="DEAP face features: folder with sNN_face.npz (for --modalities ...,face)")]
 Modalities = Annotated[Optional[str], typer.Option(help="comma-separated, e.g. eeg,gsr (default: all of the dataset)")]
 Task = Annotated[str, typer.Option(help="regression | binary")]
 Protocol = Annotated[Optional[str], typer.Option(help="holdout | kfold | loso (default: kfold; synthetic: holdout)")]
 Folds = Annotated[int, typer.Option(help="folds of the kfold protocol")]
-Split = Annotated[str, typer.Option(help="trial (no trial on both sides) | window (paper; leaks)")]
+Split = Annotated[str, typer.Option(help="trial (no trial on both sides; the paper's stated protocol) | window "
+                                         "(common leaky variant)")]
 Epochs = Annotated[Optional[int], typer.Option(help="max epochs (paper: 75; synthetic quick-start: 12)")]
 BatchSize = Annotated[int, typer.Option(help="per GPU / process (paper: 32)")]
 Lr = Annotated[float, typer.Option(help="Adam learning rate")]
@@ -64,12 +69,20 @@ Lag = Annotated[Optional[list[str]], typer.Option(help="asynchrony: MODALITY=SEC
 Patience = Annotated[int, typer.Option(help="early stopping patience in epochs")]
 MaxFolds = Annotated[Optional[int], typer.Option(help="run only the first N folds")]
 Model = Annotated[str, typer.Option(help="himoe (baselines: late_fusion, bilstm, tacoformer, ianet)")]
+#: The CLI's default temporal variant: the one that won the asynchrony benchmark (docs/EXPERIMENTS.md).
+#: The library's HiMoEConfig keeps "none", the paper-literal model.
+DEFAULT_TEMPORAL = "align+context"
+Temporal = Annotated[str, typer.Option(help="Hi-MoE temporal stages (ours): none (paper-literal) | align | "
+                                            "align+context")]
+Causal = Annotated[bool, typer.Option(help="temporal stages see only past windows (streaming)")]
+Jobs = Annotated[int, typer.Option(help="runs of a sweep trained at once, in worker processes")]
 
 
 def build_run_config(*, dataset, data_dir, modalities, task, protocol, folds, split, epochs, batch_size, lr,
                      missing_rate, missing_per_step, impl, backend, gpus, procs, parallel, subjects, seed,
                      router, routing, emotion_bank, align_weight, seq_len, window, stride, lag, patience,
-                     max_folds, model, out, progress=True, announce=True):
+                     max_folds, model, out, progress=True, announce=True, temporal="none", causal=False,
+                     face_dir=None):
     """Validate flags (one-line errors, exit 2) and build a :class:`RunConfig`. Writes nothing."""
     from himoe_fast import HiMoEConfig
     from himoe_fast.train import DataSettings, ProtocolSettings, RunConfig, TrainSettings
@@ -83,17 +96,28 @@ def build_run_config(*, dataset, data_dir, modalities, task, protocol, folds, sp
     choice(parallel, "--parallel", PARALLEL)
     choice(router, "--router", ("dot", "cosine", "diff"))
     choice(routing, "--routing", ("soft", "uniform", "top1"))
+    choice(temporal, "--temporal", TEMPORAL_MODES)
     if protocol is not None:
         choice(protocol, "--protocol", PROTOCOLS)
-    if not 0.0 <= missing_rate < 1.0:
-        fail(f"--missing-rate must be in [0, 1), got {missing_rate}")
-    for flag, value in (("--epochs", epochs), ("--batch-size", batch_size), ("--folds", folds),
-                        ("--seq-len", seq_len), ("--subjects", subjects), ("--patience", patience),
-                        ("--max-folds", max_folds)):
+    from himoe_fast.baselines import BASELINES
+
+    choice(model, "--model", ("himoe", *BASELINES))
+    check_range("--missing-rate", missing_rate, 0.0, 1.0, hi_open=True)
+    for flag, value in (("--epochs", epochs), ("--batch-size", batch_size), ("--seq-len", seq_len),
+                        ("--subjects", subjects), ("--patience", patience), ("--max-folds", max_folds)):
         if value is not None and value < 1:
             fail(f"{flag} must be >= 1, got {value}")
-    if lr <= 0:
-        fail(f"--lr must be > 0, got {lr}")
+    if folds < 2:
+        fail(f"--folds must be >= 2 (the kfold protocol), got {folds}")
+    if seed < 0:
+        fail(f"--seed must be >= 0, got {seed}")
+    check_range("--lr", lr, 0.0, lo_open=True)
+    check_range("--align-weight", align_weight, 0.0)
+    check_range("--window", window, 0.0, lo_open=True)
+    check_range("--stride", stride, 0.0, lo_open=True)
+    if protocol == "loso" and subjects is not None and subjects < 2:
+        fail(f"--protocol loso needs at least 2 subjects, got --subjects {subjects}")
+    check_out(out)
     if gpus < 0 or procs < 1:
         fail("--gpus must be >= 0 and --procs >= 1")
     if gpus and procs > 1:
@@ -117,12 +141,18 @@ def build_run_config(*, dataset, data_dir, modalities, task, protocol, folds, sp
             fail(f"--data-dir is required for --dataset {dataset}")
         if not Path(data_dir).exists():
             fail(f"--data-dir {data_dir}: no such file or directory")
+    if face_dir is not None:
+        if dataset != "deap":
+            fail(f"--face-dir applies to --dataset deap (synthetic data bring their own face features), "
+                 f"not --dataset {dataset}")
+        if not Path(face_dir).is_dir():
+            fail(f"--face-dir {face_dir}: no such folder")
         epochs = epochs or PAPER_RECIPE["epochs"]
         protocol = protocol or PAPER_RECIPE["protocol"]
 
     mods = parse_list(modalities, "--modalities")
     overrides = dict(router=router, routing=routing, emotion_bank=emotion_bank, align_weight=align_weight,
-                     task=task, window_s=window)
+                     task=task, window_s=window, temporal=temporal, causal=causal)
     try:
         if dataset == "dreamer":
             cfg = HiMoEConfig.dreamer(**({"modalities": mods} if mods else {}), **overrides)
@@ -138,6 +168,8 @@ def build_run_config(*, dataset, data_dir, modalities, task, protocol, folds, sp
     unknown = sorted(set(lags) - set(cfg.modality_names))
     if unknown:
         fail(f"--lag names modalities not in use: {', '.join(unknown)}")
+    if face_dir is not None and "face" not in cfg.modality_names:
+        fail("--face-dir is given but --modalities does not include face")
 
     if announce and used_quickstart:
         typer.echo(f"synthetic quick-start: {', '.join(used_quickstart)} "
@@ -148,7 +180,7 @@ def build_run_config(*, dataset, data_dir, modalities, task, protocol, folds, sp
                             missing_rate=missing_rate, missing_per_step=missing_per_step, seed=seed, impl=impl,
                             backend=backend, model_name=model),
         data=DataSettings(dataset=dataset, data_dir=str(data_dir) if data_dir else None, subjects=subjects,
-                          seq_len=seq_len, stride_s=stride, lags=lags),
+                          seq_len=seq_len, stride_s=stride, lags=lags, face_dir=str(face_dir) if face_dir else None),
         protocol=ProtocolSettings(protocol=protocol, folds=folds, split=split, max_folds=max_folds),
         out=str(out), gpus=gpus, procs=procs, parallel=parallel, progress=progress,
     )
@@ -165,12 +197,21 @@ def print_metrics(metrics: dict, title: str) -> None:
     table.add_column("metric")
     for t in [*targets, "mean"]:
         table.add_column(t, justify="right")
+    undefined = False
+
+    def cell(value) -> str:        # NaN in memory, null in metrics.json: the metric is undefined there
+        nonlocal undefined
+        if value is None or not math.isfinite(value):
+            undefined = True
+            return "n/a"
+        return f"{value:.4f}"
+
     for m in names:
         cells = []
         for t in [*targets, "mean"]:
             mean, std = metrics[m][t], metrics.get("std", {}).get(m, {}).get(t, float("nan"))
             n = len(metrics.get("per_fold", []))
-            cells.append(f"{mean:.4f}" + (f" ± {std:.4f}" if n > 1 else ""))
+            cells.append(cell(mean) + (f" ± {cell(std)}" if n > 1 and cell(mean) != "n/a" else ""))
         table.add_row(m.upper(), *cells)
     console = Console()
     console.print(table)
@@ -180,8 +221,12 @@ def print_metrics(metrics: dict, title: str) -> None:
         for m in names:
             folds.add_column(m.upper(), justify="right")
         for name, fold in zip(metrics.get("folds", []), metrics["per_fold"]):
-            folds.add_row(str(name), *[f"{fold[m]['mean']:.4f}" for m in names])
+            folds.add_row(str(name), *[cell(fold[m]["mean"]) for m in names])
         console.print(folds)
+    if undefined:
+        console.print("n/a: undefined, because the predictions or the labels are constant over the test windows "
+                      "(a correlation needs variance on both sides); metrics.json holds null there",
+                      highlight=False)
 
 
 def default_out(prefix: str, dataset: str) -> Path:
@@ -191,7 +236,8 @@ def default_out(prefix: str, dataset: str) -> Path:
 def register(app: typer.Typer) -> None:
     @app.command()
     def train(
-        dataset: Dataset = "synthetic", data_dir: DataDir = None, modalities: Modalities = None,
+        dataset: Dataset = "synthetic", data_dir: DataDir = None, face_dir: FaceDir = None,
+        modalities: Modalities = None,
         task: Task = "regression", protocol: Protocol = None, folds: Folds = 10, split: Split = "trial",
         epochs: Epochs = None, batch_size: BatchSize = 32, lr: Lr = 1e-3, missing_rate: MissingRate = 0.0,
         missing_per_step: MissingPerStep = False, impl: Impl = "auto", backend: Backend = "auto",
@@ -199,22 +245,23 @@ def register(app: typer.Typer) -> None:
         router: Router = "dot", routing: Routing = "soft", emotion_bank: EmotionBank = True,
         align_weight: AlignWeight = 0.1, seq_len: SeqLen = 8, window: Window = 1.0, stride: Stride = None,
         lag: Lag = None, patience: Patience = 10, max_folds: MaxFolds = None, model: Model = "himoe",
+        temporal: Temporal = DEFAULT_TEMPORAL, causal: Causal = False,
         out: Annotated[Optional[Path], typer.Option(help="run directory (default runs/train-<dataset>-<time>)")] = None,
         resume: Annotated[bool, typer.Option(help="continue the run in --out from its checkpoints")] = False,
         progress: Annotated[bool, typer.Option(help="live progress display")] = True,
     ) -> None:
         """Train Hi-MoE (one model per fold) and write config.json, metrics.json, folds.csv, checkpoints."""
-        from himoe_fast.train import RunConfig, run_experiment
+        from himoe_fast.train import run_experiment
+        from himoe_fast.train.experiment import load_run_config
+        from himoe_fast.train.rundir import check_fresh_run, check_resumable
 
         if resume:
             if out is None:
                 fail("--resume needs --out DIR of the run to continue")
-            if not (Path(out) / "config.json").exists():
-                fail(f"--resume: {out} holds no run to resume (no config.json)")
-            if not any(Path(out).glob("folds/*/checkpoint.pt")):
-                fail(f"--resume: {out} holds no checkpoint to resume from")
-            saved = json.loads((Path(out) / "config.json").read_text())
-            rc = RunConfig.from_dict(saved, out=str(out), resume=True, progress=progress)
+            check_out(out)
+            with user_errors():
+                check_resumable(out)
+                rc = load_run_config(Path(out) / "config.json", out=str(out), resume=True, progress=progress)
             typer.echo(f"resuming {out}")
         else:
             from himoe_fast.train.distributed import launched_by_torchrun
@@ -222,8 +269,8 @@ def register(app: typer.Typer) -> None:
             if out is None and launched_by_torchrun():
                 fail("under torchrun, pass --out DIR (one run directory shared by all ranks)")
             out = out or default_out("train", dataset)
-            if (Path(out) / "config.json").exists():
-                fail(f"--out {out} already holds a run; pass --resume to continue it or choose another --out")
+            with user_errors():
+                check_fresh_run(out)        # a folder whose earlier attempt died before a checkpoint is reused
             rc = build_run_config(
                 dataset=dataset, data_dir=data_dir, modalities=modalities, task=task, protocol=protocol,
                 folds=folds, split=split, epochs=epochs, batch_size=batch_size, lr=lr, missing_rate=missing_rate,
@@ -231,7 +278,7 @@ def register(app: typer.Typer) -> None:
                 parallel=parallel, subjects=subjects, seed=seed, router=router, routing=routing,
                 emotion_bank=emotion_bank, align_weight=align_weight, seq_len=seq_len, window=window,
                 stride=stride, lag=lag, patience=patience, max_folds=max_folds, model=model, out=out,
-                progress=progress)
+                progress=progress, temporal=temporal, causal=causal, face_dir=face_dir)
         with user_errors():
             metrics = run_experiment(rc)
         if metrics:
@@ -254,18 +301,15 @@ def register(app: typer.Typer) -> None:
 
         choice(impl, "--impl", IMPLS)
         choice(split, "--split", ("test", "val", "train"))
-        if missing_rate is not None and not 0.0 <= missing_rate < 1.0:
-            fail(f"--missing-rate must be in [0, 1), got {missing_rate}")
+        check_range("--missing-rate", missing_rate, 0.0, 1.0, hi_open=True)
+        if seed is not None and seed < 0:
+            fail(f"--seed must be >= 0, got {seed}")
         if not path.exists():
             fail(f"{path}: no such run directory or checkpoint")
+        check_output_file(json_out, "--json")        # before the work, not after the table is printed
         with user_errors():
-            try:
-                metrics = evaluate_checkpoints(path, missing_rate=missing_rate, seed=seed, data_dir=data_dir,
-                                               impl=impl, split=split)
-            except (ValueError, RuntimeError) as exc:
-                if "checkpoint" in str(exc) or "himoe-fast" in str(exc):
-                    fail(str(exc).splitlines()[0])
-                raise
+            metrics = evaluate_checkpoints(path, missing_rate=missing_rate, seed=seed, data_dir=data_dir,
+                                           impl=impl, split=split)
         print_metrics(metrics, f"eval {path} ({split}, missing rate "
                                f"{'as trained' if missing_rate is None else missing_rate})")
         if json_out:
@@ -273,7 +317,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def robustness(
-        models: Annotated[str, typer.Option(help="comma-separated models to compare")] = "himoe",
+        models: Annotated[str, typer.Option(help="comma-separated models to compare: himoe, himoe_paper (temporal "
+                                                  "none), late_fusion, bilstm, tacoformer, ianet")] = "himoe",
         rates: Annotated[Optional[str], typer.Option(help="comma-separated missing rates (default 0.00..0.40 step 0.05)")] = None,
         seeds: Annotated[Optional[str], typer.Option(help="comma-separated seeds (default 0,1,2,3,4)")] = None,
         dataset: Dataset = "synthetic", data_dir: DataDir = None, modalities: Modalities = None,
@@ -282,7 +327,8 @@ def register(app: typer.Typer) -> None:
         impl: Annotated[str, typer.Option(help="auto | reference | fast (fast applies to himoe; baselines run "
                                                 "reference)")] = "auto",
         gpus: Gpus = 0, procs: Procs = 1, subjects: Subjects = None, seq_len: SeqLen = 8, stride: Stride = None,
-        patience: Patience = 10, max_folds: MaxFolds = None,
+        patience: Patience = 10, max_folds: MaxFolds = None, temporal: Temporal = DEFAULT_TEMPORAL,
+        causal: Causal = False, jobs: Jobs = 1,
         out: Annotated[Optional[Path], typer.Option(help="sweep directory (default runs/robustness-<dataset>-<time>)")] = None,
         resume: Annotated[bool, typer.Option(help="skip runs already finished in --out")] = False,
     ) -> None:
@@ -291,14 +337,17 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from himoe_fast.plots import robustness_summary
-        from himoe_fast.train.sweeps import DEFAULT_RATES, DEFAULT_SEEDS, robustness_sweep
+        from himoe_fast.train.sweeps import DEFAULT_RATES, DEFAULT_SEEDS, SWEEP_MODELS, robustness_sweep
 
         model_list = parse_list(models, "--models")
-        known = ("himoe", "late_fusion", "bilstm", "tacoformer", "ianet")
         for m in model_list:
-            choice(m, "--models", known)
+            choice(m, "--models", SWEEP_MODELS)
         rate_list = parse_list(rates, "--rates", float) or list(DEFAULT_RATES)
         seed_list = parse_list(seeds, "--seeds", int) or list(DEFAULT_SEEDS)
+        if min(seed_list) < 0:
+            fail(f"--seeds must be >= 0, got {min(seed_list)}")
+        if jobs < 1:
+            fail(f"--jobs must be >= 1, got {jobs}")
         for r in rate_list:
             if not 0.0 <= r < 1.0:
                 fail(f"--rates: every rate must be in [0, 1), got {r}")
@@ -309,10 +358,10 @@ def register(app: typer.Typer) -> None:
             missing_per_step=missing_per_step, impl=impl, backend="auto", gpus=gpus, procs=procs, parallel="ddp",
             subjects=subjects, seed=0, router="dot", routing="soft", emotion_bank=True, align_weight=0.1,
             seq_len=seq_len, window=1.0, stride=stride, lag=None, patience=patience, max_folds=max_folds,
-            model="himoe", out=out)   # the sweep sets the model of each run
+            model="himoe", out=out, temporal=temporal, causal=causal)   # the sweep sets the model of each run
         total = len(model_list) * len(rate_list) * len(seed_list)
         with user_errors(), sweep_progress("robustness sweep", total) as advance:
-            rows = robustness_sweep(base, model_list, rate_list, seed_list, out, resume=resume,
+            rows = robustness_sweep(base, model_list, rate_list, seed_list, out, resume=resume, jobs=jobs,
                                     on_result=lambda row: advance(f"{row['model']} r={row['rate']:.2f} "
                                                                   f"seed={row['seed']}: CCC {row['ccc_mean']:.3f}"))
         summary = robustness_summary(rows)
@@ -333,11 +382,17 @@ def register(app: typer.Typer) -> None:
         subjects: Annotated[int, typer.Option(help="number of subjects to write")] = 4,
         seed: Annotated[int, typer.Option(help="generator seed")] = 0,
         out: Annotated[Path, typer.Option(help="DEAP, recordings: output folder; DREAMER: output .mat path")] = Path("synthetic"),
+        face_dir: Annotated[Optional[Path], typer.Option(help="DEAP: also write face features (sNN_face.npz) "
+                                                              "into this folder")] = None,
     ) -> None:
         """Write synthetic data in the exact DEAP / DREAMER file formats."""
         from himoe_fast.data import write_synthetic_deap, write_synthetic_dreamer
 
         choice(kind, "--kind", ("deap", "dreamer", "recordings"))
+        if seed < 0:
+            fail(f"--seed must be >= 0, got {seed}")
+        if face_dir is not None and kind != "deap":
+            fail("--face-dir applies to --kind deap")
         if kind == "recordings":          # own layout: several MNE files per recording, continuous ratings
             from himoe_fast.data import write_synthetic_recordings
 
@@ -351,11 +406,15 @@ def register(app: typer.Typer) -> None:
             return
         if subjects < 1:
             fail(f"--subjects must be >= 1, got {subjects}")
+        target = out / "DREAMER.mat" if kind == "dreamer" and out.suffix != ".mat" else out
+        if kind == "deap" or target != out:
+            check_out(out)
+        check_output_file(target if kind == "dreamer" else None, "--out")
+        check_out(face_dir, "--face-dir")
         with user_errors():
             if kind == "deap":
-                path = write_synthetic_deap(out, subjects, seed)
+                path = write_synthetic_deap(out, subjects, seed, face_dir=face_dir)
             else:
-                target = out / "DREAMER.mat" if out.suffix != ".mat" else out
                 path = write_synthetic_dreamer(target, subjects, seed)
         typer.echo(f"wrote synthetic {kind.upper()} ({subjects} subjects, seed {seed}) to {path}")
 
