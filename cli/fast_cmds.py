@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from .common import choice, fail, parse_list
+from .train_cmds import DEFAULT_TEMPORAL, TEMPORAL_MODES, Causal, Temporal
 
 PRESETS = ("deap", "dreamer", "tiny")
 ROUTERS = ("dot", "cosine", "diff")
@@ -73,7 +74,7 @@ def register(app: typer.Typer) -> None:
         dtype: Dtype = "fp32",
         seed: Seed = 0,
         device: Device = "auto",
-        emotion_bank: EmotionBank = True,
+        emotion_bank: EmotionBank = True, temporal: Temporal = DEFAULT_TEMPORAL, causal: Causal = False,
         json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the report as JSON")] = None,
         quiet: Annotated[bool, typer.Option(help="print only the verdict line")] = False,
     ) -> None:
@@ -93,7 +94,9 @@ def register(app: typer.Typer) -> None:
             import os
 
             os.environ.setdefault("TRITON_INTERPRET", "1")
-        cfg = _config(preset, modalities, router=router, routing=routing, emotion_bank=emotion_bank)
+        choice(temporal, "--temporal", TEMPORAL_MODES)
+        cfg = _config(preset, modalities, router=router, routing=routing, emotion_bank=emotion_bank,
+                      temporal=temporal, causal=causal)
         from himoe_fast.fast.parity import run_parity
 
         report = run_parity(cfg, backend=backend, B=batch, T=seq_len, dtype=dtype, seed=seed, device=dev)
@@ -128,6 +131,7 @@ def register(app: typer.Typer) -> None:
         seed: Seed = 0,
         device: Device = "auto",
         threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's)")] = None,
+        temporal: Temporal = DEFAULT_TEMPORAL,
         json_out: Annotated[Optional[Path], typer.Option("--json", help="write results to this JSON file")] = None,
     ) -> None:
         """Reference vs fast per component and for the whole training step: median ms, speedup, max
@@ -153,7 +157,8 @@ def register(app: typer.Typer) -> None:
             import os
 
             os.environ.setdefault("TRITON_INTERPRET", "1")
-        cfg = _config(preset, modalities, router=router, routing=routing)
+        choice(temporal, "--temporal", TEMPORAL_MODES)
+        cfg = _config(preset, modalities, router=router, routing=routing, temporal=temporal)
         from rich.console import Console
         from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -182,7 +187,6 @@ def register(app: typer.Typer) -> None:
 
 
 def _print_parity(report) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"parity: fast ({report.backend}, {report.dtype}, {report.device}) vs reference")
@@ -203,7 +207,6 @@ def _console():
 
 
 def _print_bench(result) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from himoe_fast.fast.bench import bank_roofline_pct

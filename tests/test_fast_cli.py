@@ -63,7 +63,8 @@ def test_bench_json_schema(tmp_path):
     assert isinstance(data["gemm_gflops"], float) and data["gemm_gflops"] > 0
     assert isinstance(data["device"], str) and data["device"]
     names = [r["name"] for r in data["rows"]]
-    for required in ("encoders", "modality_bank", "fuse", "da_router", "heads", "alignment", "train_step"):
+    for required in ("encoders", "modality_bank", "fuse", "da_router", "heads", "alignment", "temporal",
+                     "train_step"):                   # temporal: the default --temporal align+context
         assert required in names
     keys = {"name", "ref_ms", "fast_ms", "speedup", "max_err", "ref_peak_mb", "fast_peak_mb"}
     for r in data["rows"]:
@@ -74,6 +75,14 @@ def test_bench_json_schema(tmp_path):
         assert r["max_err"] < 1e-3, r
     assert not list(out.parent.glob(".bench-*"))          # atomic write left no temporary file
     assert "torch.mm" in res.output and "GFLOP/s" in res.output
+
+
+def test_bench_paper_literal_model_has_no_temporal_row(tmp_path):
+    out = tmp_path / "bench.json"
+    res = runner.invoke(app, ["bench", *TINY, "--temporal", "none", "--rows", "temporal,heads", "--warmup", "0",
+                              "--repeats", "1", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert [r["name"] for r in json.loads(out.read_text())["rows"]] == ["heads"]
 
 
 def test_bench_bad_rows_exit_2():

@@ -54,7 +54,7 @@ from .parity import random_batch, randomize_zero_parameters
 from .stages import fuse_fast, heads_fast
 
 ROW_NAMES = ("encoders", "modality_bank", "modality_bank_fwd_n8", "fuse", "da_router", "heads", "alignment",
-             "train_step")
+             "temporal", "train_step")
 
 
 @dataclass
@@ -371,12 +371,50 @@ def bench_rows(cfg: HiMoEConfig, B: int = 32, T: int = 8, backend: str = "auto",
             lambda: (lambda l: (l, (l,)))(masked_ntxent(z_r, present_mn, cfg.temperature, backend="torch")),
             lambda: (lambda l: (l, (l,)))(masked_ntxent(z_f, present_mn, cfg.temperature, backend=fb)),
             [z_r], [z_f], lambda o: o, dev, warmup, repeats))
+    if "temporal" in rows and ref.aligner is not None:
+        step("temporal")
+        out.append(_temporal_row(ref, fast, present, rnd, dev, warmup, repeats))
     if "train_step" in rows:
         step("train_step")
         out.append(_train_step_row(ref, fast, inputs, present, labels, label_mask, dev, warmup, repeats))
+    rows_by_name = {r.name: r for r in out}
+    if "temporal" in rows_by_name and "train_step" in rows_by_name:
+        notes["temporal_share_of_fast_train_step"] = rows_by_name["temporal"].fast_ms / rows_by_name["train_step"].fast_ms
     step("gemm")
     gflops = max(gflops_before, gemm_gflops(dev))
     return BenchResult(gflops, _device_name(dev), out, notes)
+
+
+def _temporal_row(ref, fast, present, rnd, dev, warmup, repeats) -> Row:
+    """Lag aligner (+ temporal context) fwd+bwd: the reference modules vs the fast path's."""
+    from .temporal import align_fast
+
+    B, T, M = present.shape
+    d = ref.cfg.d_model
+    z0, c0 = rnd(B, T, M, d), rnd(B, T, d)
+    gz, gc = rnd(B, T, M, d), rnd(B, T, d)
+    valid = present.any(-1)
+    leaves = {}
+    for side, model in (("ref", ref), ("fast", fast)):
+        params = list(model.aligner.parameters()) + (list(model.context.parameters()) if model.context else [])
+        leaves[side] = [z0.clone().requires_grad_(True), c0.clone().requires_grad_(True), *params]
+
+    def run(model, align, side):
+        def fn():
+            z, c = leaves[side][:2]
+            za = align(z)
+            loss = (za * gz).sum()
+            outs = (za,)
+            if model.context is not None:
+                zc = model.context(c, valid)
+                loss = loss + (zc * gc).sum()
+                outs = (za, zc)
+            return loss, outs
+        return fn
+
+    return _pair_row("temporal", run(ref, lambda z: ref.aligner(z, present), "ref"),
+                     run(fast, lambda z: align_fast(fast.aligner, z, present), "fast"),
+                     leaves["ref"], leaves["fast"], lambda o: o, dev, warmup, repeats)
 
 
 def _train_step_row(ref, fast, inputs, present, labels, label_mask, dev, warmup, repeats) -> Row:
