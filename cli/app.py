@@ -1,8 +1,8 @@
-"""``himoe-fast``: train, eval, robustness, bench, parity, synth, doctor, predict, stream.
+"""``himoe-fast``: train, eval, robustness, asynchrony, bench, parity, synth, doctor, predict, stream.
 
 Commands live in one module per area and register themselves on :data:`app`:
 ``train_cmds`` (train, eval, robustness, synth, doctor), ``experiment_cmds`` (ablate, plots),
-``fast_cmds`` (bench, parity) and ``predict_cmds`` (predict, stream).
+``asynchrony_cmds`` (asynchrony), ``fast_cmds`` (bench, parity) and ``predict_cmds`` (predict, stream).
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 
 
 def _register() -> None:
-    from . import experiment_cmds, fast_cmds, predict_cmds, train_cmds
+    from . import asynchrony_cmds, experiment_cmds, fast_cmds, predict_cmds, train_cmds
 
     train_cmds.register(app)
     experiment_cmds.register(app)
+    asynchrony_cmds.register(app)
     fast_cmds.register(app)
     predict_cmds.register(app)
 

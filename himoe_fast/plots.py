@@ -116,3 +116,61 @@ def plot_expert_count(rows: Sequence[Mapping], path: str | Path) -> Path:
     ax.set_title("Emotion Expert Bank size")
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
+
+
+def plot_asynchrony(rows: Sequence[Mapping], path: str | Path, lags: Sequence[str] | None = None,
+                    title: str = "CCC under injected lags") -> Path:
+    """Mean CCC over seeds against the injected lag, one line per model with a +-1 std band; the
+    ``random`` (per-subject) setting is drawn as separate points at the right."""
+    from .train.asynchrony import RANDOM, asynchrony_summary
+
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6.8, 4.2))
+    summary = asynchrony_summary(rows)
+    fixed = [lag for lag in (lags or next(iter(summary.values()), {})) if lag != RANDOM]
+    xs = np.array([float(lag) for lag in fixed])
+    x_random = (xs.max() if xs.size else 0.0) + 1.5
+    for model, per in summary.items():
+        mean = np.array([per[lag][0] if lag in per else np.nan for lag in fixed])
+        std = np.array([per[lag][1] if lag in per else np.nan for lag in fixed])
+        line, = ax.plot(xs, mean, marker="o", label=model)
+        ax.fill_between(xs, mean - std, mean + std, alpha=0.15, color=line.get_color())
+        if RANDOM in per:
+            m, sd, _ = per[RANDOM]
+            ax.errorbar([x_random], [m], yerr=[sd], fmt="s", color=line.get_color(), capsize=3)
+    if any(RANDOM in per for per in summary.values()):
+        ax.set_xticks([*xs, x_random], [*(f"{x:g}" for x in xs), "random"])
+    ax.set_xlabel("injected lag of the lagged modalities (s)")
+    ax.set_ylabel("CCC (mean over targets)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def plot_learned_delays(delay_rows: Sequence[Mapping], path: str | Path, modalities: Sequence[str],
+                        title: str = "Delay learned by the lag aligner") -> Path:
+    """Learned delay (relative to the reference modality) against the injected lag, per lagged
+    modality and model, with the ideal line: the lag-0 value plus the injected lag."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(6.0, 4.4))
+    groups: dict[tuple[str, str], list[Mapping]] = {}
+    for r in delay_rows:
+        if r["modality"] in modalities:
+            groups.setdefault((str(r["model"]), str(r["modality"])), []).append(r)
+    top = 0.0
+    for (model, modality), rs in sorted(groups.items()):
+        x = np.array([float(r["injected_s"]) for r in rs])
+        y = np.array([float(r["learned_rel_s"]) for r in rs])
+        pts = ax.scatter(x, y, s=18, alpha=0.7, label=f"{model}: {modality}")
+        base = y[np.isclose(x, 0.0)]
+        if base.size and x.size:
+            xx = np.linspace(0.0, x.max(), 2)
+            ax.plot(xx, base.mean() + xx, ls="--", lw=1, color=pts.get_facecolor()[0])
+        top = max(top, float(x.max()) if x.size else 0.0)
+    ax.set_xlabel("injected lag (s)")
+    ax.set_ylabel("learned delay rel. to reference modality (s)")
+    ax.set_title(title + " (dashed: ideal)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)

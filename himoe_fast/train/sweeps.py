@@ -31,34 +31,108 @@ def write_rows(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> None
     atomic_write_text(path, buf.getvalue())
 
 
+def number(value) -> float:
+    """A metric as a float: metrics.json stores an undefined value (NaN) as null."""
+    return float("nan") if value is None else float(value)
+
+
+def read_finished(run_dir: Path) -> dict | None:
+    """The metrics of a finished run in ``run_dir``, or None (not finished, or its metrics.json is
+    damaged: the run is then trained again)."""
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        return metrics if isinstance(metrics, dict) and "ccc" in metrics else None
+    except (OSError, ValueError):
+        return None
+
+
+#: Model names a sweep accepts: Hi-MoE as configured (``--temporal``), the paper-literal Hi-MoE and
+#: the baselines of :mod:`himoe_fast.baselines`.
+PAPER_LITERAL = "himoe_paper"
+SWEEP_MODELS = ("himoe", PAPER_LITERAL, "late_fusion", "bilstm", "tacoformer", "ianet")
+
+
+def model_run_config(base: RunConfig, model: str, run_dir: Path, **train_overrides) -> RunConfig:
+    """The run of ``model`` in a sweep: ``himoe`` keeps the base model config, ``himoe_paper`` is the
+    same with ``temporal="none"``, baselines run the reference path (they have no fast path)."""
+    if model not in SWEEP_MODELS:
+        raise ValueError(f"unknown model {model!r}; choose from {', '.join(SWEEP_MODELS)}")
+    is_himoe = model in ("himoe", PAPER_LITERAL)
+    cfg = base.model.replace(temporal="none") if model == PAPER_LITERAL else base.model
+    train = replace(base.train, model_name="himoe" if is_himoe else model,
+                    impl=base.train.impl if is_himoe else "reference", **train_overrides)
+    return replace(base, model=cfg, train=train, out=str(run_dir), progress=False, resume=False)
+
+
+def _grid_task(rc: RunConfig, threads: int) -> dict:
+    """One run of a grid in a worker process (data come from the on-disk cache)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return run_experiment(rc, data=load_data(rc, progress=False))
+
+
+def run_grid(tasks: Sequence[tuple], record: Callable[[object, RunConfig, dict], None], jobs: int = 1) -> None:
+    """Run ``tasks`` = ``[(key, run_config, finished_metrics_or_None), ...]`` and call
+    ``record(key, run_config, metrics)`` as each finishes (in completion order when ``jobs > 1``).
+
+    ``jobs > 1`` runs that many runs at once in worker processes, each with its share of the
+    intra-op threads; every run is a function of its config alone, so results do not depend on it.
+    """
+    import torch
+
+    todo = []
+    for key, rc, done in tasks:
+        if done is not None:
+            record(key, rc, done)
+        else:
+            todo.append((key, rc))
+    if jobs <= 1 or len(todo) <= 1:
+        for key, rc in todo:
+            record(key, rc, run_experiment(rc))
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, torch.get_num_threads() // jobs)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(_grid_task, rc, threads): (key, rc) for key, rc in todo}
+        for fut in as_completed(futures):
+            key, rc = futures[fut]
+            record(key, rc, fut.result())
+
+
 def robustness_sweep(base: RunConfig, models: Sequence[str], rates: Sequence[float], seeds: Sequence[int],
-                     out: str | Path, *, resume: bool = False,
+                     out: str | Path, *, resume: bool = False, jobs: int = 1,
                      on_result: Callable[[dict], None] | None = None) -> list[dict]:
-    """Train/evaluate every (model, rate, seed); write ``out/robustness.csv`` and ``out/robustness.png``."""
+    """Train/evaluate every (model, rate, seed); write ``out/robustness.csv`` and ``out/robustness.png``.
+    ``jobs > 1`` runs that many at once (see :func:`run_grid`)."""
     from ..plots import plot_robustness
 
     out = Path(out)
+    load_data(base, progress=base.progress)              # bad data fail before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    data = load_data(base, progress=base.progress)
-    rows: list[dict] = []
+    tasks = []
     for model in models:
         for rate in rates:
             for seed in seeds:
                 run_dir = out / "runs" / f"{model}_r{rate:.2f}_s{seed}"
-                metrics_file = run_dir / "metrics.json"
-                if resume and metrics_file.exists():
-                    metrics = json.loads(metrics_file.read_text())
-                else:
-                    impl = base.train.impl if model == "himoe" else "reference"   # baselines have no fast path
-                    rc = replace(base, out=str(run_dir), progress=False, resume=False,
-                                 train=replace(base.train, missing_rate=float(rate), seed=int(seed), model_name=model,
-                                               impl=impl))
-                    metrics = run_experiment(rc, data=data)
-                row = {"model": model, "rate": float(rate), "seed": int(seed), "ccc_mean": float(metrics["ccc"]["mean"])}
-                rows.append(row)
-                write_rows(out / "robustness.csv", rows, ROBUSTNESS_COLUMNS)
-                if on_result is not None:
-                    on_result(row)
+                tasks.append(((model, float(rate), int(seed)),
+                              model_run_config(base, model, run_dir, missing_rate=float(rate), seed=int(seed)),
+                              read_finished(run_dir) if resume else None))
+    order = {key: i for i, (key, _, _) in enumerate(tasks)}
+    rows: list[dict] = []
+
+    def record(key, rc: RunConfig, metrics: dict) -> None:
+        model, rate, seed = key
+        row = {"model": model, "rate": rate, "seed": seed, "ccc_mean": number(metrics["ccc"]["mean"])}
+        rows.append(row)
+        rows.sort(key=lambda r: order[(r["model"], r["rate"], r["seed"])])
+        write_rows(out / "robustness.csv", rows, ROBUSTNESS_COLUMNS)
+        if on_result is not None:
+            on_result(row)
+
+    run_grid(tasks, record, jobs=jobs)
     plot_robustness(rows, out / "robustness.png")
     return rows
 
@@ -76,9 +150,9 @@ DEFAULT_EXPERT_COUNTS = (1, 2, 4, 8, 16)
 
 
 def _run_variant(base: RunConfig, run_dir: Path, model_overrides: dict, seed: int, data, resume: bool) -> dict:
-    metrics_file = run_dir / "metrics.json"
-    if resume and metrics_file.exists():
-        return json.loads(metrics_file.read_text())
+    metrics = read_finished(run_dir) if resume else None
+    if metrics is not None:
+        return metrics
     rc = replace(base, out=str(run_dir), progress=False, resume=False, model=base.model.replace(**model_overrides),
                  train=replace(base.train, seed=int(seed)))
     return run_experiment(rc, data=data)
@@ -94,27 +168,27 @@ def ablation_sweep(base: RunConfig, seeds: Sequence[int], out: str | Path, *, ex
     from ..plots import plot_expert_count
 
     out = Path(out)
+    data = load_data(base, progress=base.progress)       # bad data fail before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    data = load_data(base, progress=base.progress)
     rows: list[dict] = []
     for variant, overrides in ABLATIONS.items():
         for seed in seeds:
             slug = variant.lower().replace("/", "").replace(" ", "_")
             m = _run_variant(base, out / "runs" / f"{slug}_s{seed}", overrides, seed, data, resume)
-            rows.append({"variant": variant, "seed": int(seed), "ccc_mean": m["ccc"]["mean"],
-                         "pcc_mean": m["pcc"]["mean"], "mae_mean": m["mae"]["mean"]})
+            rows.append({"variant": variant, "seed": int(seed), "ccc_mean": number(m["ccc"]["mean"]),
+                         "pcc_mean": number(m["pcc"]["mean"]), "mae_mean": number(m["mae"]["mean"])})
             write_rows(out / "ablation.csv", rows, ABLATION_COLUMNS)
             if on_result is not None:
-                on_result(f"{variant} seed {seed}: CCC {m['ccc']['mean']:.3f}")
+                on_result(f"{variant} seed {seed}: CCC {number(m['ccc']['mean']):.3f}")
     count_rows: list[dict] = []
     for L in expert_counts:
         for seed in seeds:
             m = _run_variant(base, out / "runs" / f"experts{L}_s{seed}", {"n_emotion_experts": int(L)}, seed, data,
                              resume)
-            count_rows.append({"experts": int(L), "seed": int(seed), "ccc_mean": m["ccc"]["mean"]})
+            count_rows.append({"experts": int(L), "seed": int(seed), "ccc_mean": number(m["ccc"]["mean"])})
             write_rows(out / "expert_count.csv", count_rows, EXPERT_COUNT_COLUMNS)
             if on_result is not None:
-                on_result(f"L={L} seed {seed}: CCC {m['ccc']['mean']:.3f}")
+                on_result(f"L={L} seed {seed}: CCC {number(m['ccc']['mean']):.3f}")
     if count_rows:
         plot_expert_count(count_rows, out / "expert_count.png")
     return rows, count_rows
