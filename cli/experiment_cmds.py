@@ -80,8 +80,6 @@ def register(app: typer.Typer) -> None:
         patterns: Annotated[int, typer.Option(help="most frequent presence patterns in the heatmap")] = 16,
     ) -> None:
         """Trajectories (Fig. 2) and routing weights per presence pattern (Fig. 4a) of a trained run."""
-        import numpy as np
-
         from himoe_fast.analysis import routing_by_pattern, subject_trajectory
         from himoe_fast.errors import CheckpointError
         from himoe_fast.plots import plot_routing_heatmap, plot_trajectories

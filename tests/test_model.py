@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from conftest import random_inputs, tiny_config
 from himoe_fast import HiMoE, HiMoEConfig, HiMoEOutput
