@@ -205,14 +205,23 @@ def test_default_impl_is_fast_after_the_self_check(tmp_path, cache_dir):
 
 
 def test_impl_fast_trains_to_the_same_metrics_as_reference(trained_run, tmp_path, cache_dir):
-    """Same seed, same data: the fast swap-in follows the reference's training trajectory."""
-    res = run_cli(["train", *SMALL, "--epochs", "2", "--protocol", "holdout", "--impl", "fast", "--no-progress",
-                   "--out", tmp_path / "fast"], cache_dir)
-    assert res.returncode == 0, res.stderr
-    fast = json.loads((tmp_path / "fast" / "metrics.json").read_text())
-    ref = json.loads((trained_run / "metrics.json").read_text())
+    """Same seed, same data: the fast swap-in follows the reference's training trajectory.
+
+    Paper-literal model: to 2e-3. Default model (temporal stages): to 2e-2, because Adam turns the
+    rounding-level gradient differences of parameters whose true gradient is near zero (the lag
+    aligner's shift logits, which also learn at 10x) into steps of +-lr, so the two trajectories drift
+    apart faster; one step agrees to 1e-6 (tests/test_temporal.py, ``himoe-fast bench``)."""
+    runs = {}
+    for name, impl, temporal in (("ref_none", "reference", "none"), ("fast_none", "fast", "none"),
+                                 ("fast", "fast", "align+context")):
+        res = run_cli(["train", *SMALL, "--epochs", "2", "--protocol", "holdout", "--impl", impl, "--temporal",
+                       temporal, "--no-progress", "--out", tmp_path / name], cache_dir)
+        assert res.returncode == 0, res.stderr
+        runs[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    ref = json.loads((trained_run / "metrics.json").read_text())    # default model, reference path
     for key in ("ccc", "mae"):
-        assert fast[key]["mean"] == pytest.approx(ref[key]["mean"], abs=2e-3)
+        assert runs["fast_none"][key]["mean"] == pytest.approx(runs["ref_none"][key]["mean"], abs=2e-3)
+        assert runs["fast"][key]["mean"] == pytest.approx(ref[key]["mean"], abs=2e-2)
 
 
 @pytest.mark.parametrize("model", ["late_fusion", "bilstm", "tacoformer", "ianet"])
