@@ -508,6 +508,14 @@ def prepare_windows(dataset: str, data_dir: str | os.PathLike | None, cfg: HiMoE
                 advance(f"subject {s + 1}")
         del dreamer
 
+    return _store_and_assemble(chunks, parts, names, cfg, seq_len, seq_stride, meta, folder, key, use_cache)
+
+
+def _store_and_assemble(chunks: dict[str, list[np.ndarray]], parts: dict[str, list[np.ndarray]], names, cfg,
+                        seq_len: int, seq_stride: int | None, meta: dict, folder: Path, key: str,
+                        use_cache: bool) -> WindowedData:
+    """Concatenate the per-subject pieces, write them as the cache entry ``folder`` (atomically) and
+    return the windows read back from it; without the cache, straight from memory."""
     arrays = {
         "labels": np.concatenate(parts["labels"]).astype(np.float32),
         "subject": np.concatenate(parts["subject"]).astype(np.int64),
@@ -515,7 +523,7 @@ def prepare_windows(dataset: str, data_dir: str | os.PathLike | None, cfg: HiMoE
         "available": np.concatenate(parts["available"]).astype(bool),
     }
     if use_cache:
-        remove_stale_tmp(root)
+        remove_stale_tmp(folder.parent)
         with atomic_dir(folder) as tmp:
             _write_cache(tmp, chunks, arrays, names, meta)
         hit = _load_cached(folder, names, key)

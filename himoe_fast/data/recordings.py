@@ -57,7 +57,7 @@ from typing import Sequence
 import numpy as np
 
 from ..config import HiMoEConfig, ModalitySpec
-from .cache import atomic_dir, cache_key, cache_root, file_identity, remove_stale_tmp
+from .cache import cache_key, cache_root, file_identity
 from .errors import DatasetError
 from .preprocess import PREPROCESS_VERSION, PreprocessConfig, filter_signal, lag_samples, resample_signal, shift, standardize
 from .windows import WindowedData, window_count
@@ -498,7 +498,7 @@ def prepare_recordings(data_dir: str | os.PathLike, cfg: HiMoEConfig, *, seq_len
     the files and the config into a :class:`DatasetError` instead of resampling.
     ``meta["trial_names"]`` lists ``"subject/recording"`` per trial id.
     """
-    from .prepare import _ARRAYS, _assemble, _check_lags, _load_cached, _progress, _write_cache
+    from .prepare import _ARRAYS, _assemble, _check_lags, _load_cached, _progress, _store_and_assemble
 
     pp = PreprocessConfig.from_overrides(**preprocess_overrides)
     stride_s = float(cfg.window_s if stride_s is None else stride_s)
@@ -559,23 +559,7 @@ def prepare_recordings(data_dir: str | os.PathLike, cfg: HiMoEConfig, *, seq_len
             advance(subj)
     if not parts["trial"]:
         raise DatasetError(layout.root, f"no recording is at least one window ({cfg.window_s:g} s) long")
-    arrays = {
-        "labels": np.concatenate(parts["labels"]).astype(np.float32),
-        "subject": np.concatenate(parts["subject"]).astype(np.int64),
-        "trial": np.concatenate(parts["trial"]).astype(np.int64),
-        "available": np.concatenate(parts["available"]).astype(bool),
-    }
-    if use_cache:
-        remove_stale_tmp(root)
-        with atomic_dir(folder) as tmp:
-            _write_cache(tmp, chunks, arrays, names, meta)
-        hit = _load_cached(folder, names, key)
-        if hit is None:  # pragma: no cover
-            raise DatasetError(folder, "cache entry could not be read back")
-        return _assemble(hit["windows"], hit, names, cfg, seq_len, seq_stride,
-                         dict(meta, from_cache=False, cache_path=str(folder)))
-    windows = {m: np.concatenate(chunks[m]) for m in names}
-    return _assemble(windows, arrays, names, cfg, seq_len, seq_stride, dict(meta, from_cache=False, cache_path=None))
+    return _store_and_assemble(chunks, parts, names, cfg, seq_len, seq_stride, meta, folder, key, use_cache)
 
 
 __all__ = ["scan_recordings", "recordings_config", "prepare_recordings", "window_ratings", "read_raw", "read_signals",
