@@ -49,9 +49,28 @@ if FP32_DOT not in ("ieee", "tf32x3", "tf32"):
     raise ValueError(f"HIMOE_FAST_FP32_DOT must be ieee, tf32x3 or tf32, got {FP32_DOT!r}")
 
 
+_DOT_OVERRIDE = threading.local()
+
+
+@contextlib.contextmanager
+def fp32_dot(precision: str):
+    """Within the block (this thread), fp32 ``tl.dot`` runs at ``precision``: parity checks use
+    ``"ieee"``, as DESIGN.md's fp32 parity mode asks, whatever ``HIMOE_FAST_FP32_DOT`` says."""
+    if precision not in ("ieee", "tf32x3", "tf32"):
+        raise ValueError(f"fp32 dot precision must be ieee, tf32x3 or tf32, got {precision!r}")
+    before = getattr(_DOT_OVERRIDE, "value", None)
+    _DOT_OVERRIDE.value = precision
+    try:
+        yield
+    finally:
+        _DOT_OVERRIDE.value = before
+
+
 def dot_precision(dtype: torch.dtype) -> str:
     """``input_precision`` of ``tl.dot`` for operands of ``dtype`` (ignored for 16-bit operands)."""
-    return FP32_DOT if dtype == torch.float32 else "tf32"
+    if dtype != torch.float32:
+        return "tf32"
+    return getattr(_DOT_OVERRIDE, "value", None) or FP32_DOT
 
 
 def is_fp32(nargs: dict, name: str) -> bool:

@@ -194,3 +194,17 @@ def test_workspace_reuse_and_gradient_accumulation():
     assert experts.workspace_bytes() == held
     experts.clear_workspace()
     assert experts.workspace_bytes() == 0
+
+
+def test_parity_mode_uses_ieee_fp32_dots():
+    """DESIGN.md: fp32 parity runs the kernels with exact (ieee) dots, whatever the default is."""
+    from himoe_fast.kernels.common import FP32_DOT, dot_precision, fp32_dot
+
+    assert dot_precision(torch.float32) == FP32_DOT
+    with fp32_dot("ieee"):
+        assert dot_precision(torch.float32) == "ieee"
+        assert dot_precision(torch.bfloat16) == "tf32"
+    assert dot_precision(torch.float32) == FP32_DOT
+    with pytest.raises(ValueError):
+        with fp32_dot("fast"):
+            pass

@@ -18,6 +18,7 @@ only fails.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 
@@ -164,6 +165,15 @@ def _run(model, inputs, present, labels, label_mask, ra, rb):
     return out, loss, grads
 
 
+def _ieee_fp32_dots():
+    """``kernels.common.fp32_dot("ieee")`` where the Triton kernels exist, else nothing to switch."""
+    try:
+        from ..kernels.common import fp32_dot
+    except ImportError:          # no triton on this platform: the fast path has no kernels to switch
+        return contextlib.nullcontext()
+    return fp32_dot("ieee")
+
+
 def run_parity(cfg: HiMoEConfig, backend: str = "auto", B: int = 2, T: int = 3, dtype: str = "fp32",
                seed: int = 0, device: str | None = None, p_present: float = 0.7) -> ParityReport:
     """Reference vs fast on random inputs for ``cfg``; returns a :class:`ParityReport`."""
@@ -182,8 +192,9 @@ def run_parity(cfg: HiMoEConfig, backend: str = "auto", B: int = 2, T: int = 3, 
 
     ra, rb = _probe_weights(cfg, B, T, seed, device)
     out_r, loss_r, grads_r = _run(ref, inputs, present, labels, label_mask, ra, rb)
-    out_f, loss_f, grads_f = _run(fast, {k: v.to(tdtype) for k, v in inputs.items()}, present,
-                                  labels, label_mask, ra, rb)
+    with _ieee_fp32_dots():                     # DESIGN.md: fp32 parity uses exact (ieee) dots on GPU
+        out_f, loss_f, grads_f = _run(fast, {k: v.to(tdtype) for k, v in inputs.items()}, present,
+                                      labels, label_mask, ra, rb)
     report = ParityReport(config=cfg.to_dict(), backend=backend, dtype=dtype, device=str(device))
     for name in ("pred", "modality_gates", "emotion_weights", "fusion_weights", "encoded", "fused",
                  "alignment_loss"):
