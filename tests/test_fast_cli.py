@@ -54,6 +54,8 @@ def test_parity_bad_flags_exit_2(args):
 
 
 def test_bench_json_schema(tmp_path):
+    from himoe_fast.io import current_umask
+
     out = tmp_path / "sub" / "bench.json"
     res = runner.invoke(app, ["bench", *TINY, "--warmup", "0", "--repeats", "1", "--json", str(out)])
     assert res.exit_code == 0, res.output
@@ -72,7 +74,8 @@ def test_bench_json_schema(tmp_path):
             assert isinstance(r[k], float), (r["name"], k)
         assert r["ref_ms"] > 0 and r["fast_ms"] > 0 and r["ref_peak_mb"] >= 0 and r["fast_peak_mb"] >= 0
         assert r["max_err"] < 1e-3, r
-    assert not list(out.parent.glob(".bench-*"))          # atomic write left no temporary file
+    assert not list(out.parent.glob(".*"))                # atomic write left no temporary file
+    assert out.stat().st_mode & 0o777 == 0o666 & ~current_umask()   # the umask decides, as for open()
     assert "torch.mm" in res.output and "GFLOP/s" in res.output
 
 

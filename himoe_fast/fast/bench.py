@@ -31,13 +31,11 @@ Method:
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -50,6 +48,7 @@ from ..ops import masked_ntxent
 from .encoders import encode_fast
 from .experts import clear_workspace, modality_bank
 from .model import to_fast
+from ..io import atomic_write_json
 from .parity import random_batch, randomize_zero_parameters
 from .stages import fuse_fast, heads_fast
 
@@ -470,20 +469,9 @@ def _device_name(dev: torch.device) -> str:
 
 
 def write_json(result: BenchResult, path: str | os.PathLike) -> None:
-    """Write the documented JSON schema atomically (temporary file in the same folder + rename)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".bench-", suffix=".json.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(result.to_json(), fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write the documented JSON schema through the package's atomic writer (temporary file in the
+    same folder + rename, permissions from the umask)."""
+    atomic_write_json(path, result.to_json())
 
 
 def bank_roofline_pct(result: BenchResult) -> float | None:
