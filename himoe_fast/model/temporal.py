@@ -18,7 +18,8 @@ so a fresh model is exactly the identity (``g = 0``), an absent window stays abs
 nothing, and the effective kernel ``(1 - g) delta_0 + g pi`` can shift and smear the modality by up
 to ``D`` windows. The masked NT-Xent (Eq. 1, 7) is computed on ``Z'``, so the alignment loss -- whose
 positives are the same window index in two modalities -- trains the shifts. ``learned_delays``
-reports the kernel's centre of mass in windows (positive: the modality is read *later*, i.e. it lags).
+reports the mixed-in part's mean shift in windows, ``clamp(g, 0, 1) * sum_k pi_m[k] k`` (the kernel's
+centre of mass for ``0 <= g <= 1``; positive: the modality is read *later*, i.e. it lags).
 
 ``TemporalContext`` (``temporal="align+context"``), between Fuse and the Emotion Expert Bank: one
 pre-norm masked self-attention block over the ``T`` fused tokens with a zero-initialised output
@@ -87,14 +88,6 @@ class LagAligner(nn.Module):
         avg = torch.where(den > 0, num / den.clamp_min(torch.finfo(Z.dtype).tiny), Z)
         g = (self.RATE * self.gain).to(Z.dtype)[:, None]
         return (Z + g * (avg - Z)) * p
-
-    def kernels(self) -> torch.Tensor:
-        """Effective per-modality kernels over :attr:`offsets`, ``(1 - g) delta_0 + g pi``: ``[M, S]``."""
-        pi = torch.softmax(self.RATE * self.shift_logits.detach().float(), dim=-1)
-        g = self.RATE * self.gain.detach().float()[:, None]
-        delta = torch.zeros_like(pi)
-        delta[:, self.offsets.index(0)] = 1.0
-        return (1 - g) * delta + g * pi
 
     def delays(self) -> torch.Tensor:
         """Centre of mass of each modality's kernel, in windows: ``[M]`` (positive = read later).
