@@ -27,43 +27,43 @@ _FIXED = threading.local()
 
 def autotune_enabled() -> bool:
     """Whether launches autotune now: :data:`AUTOTUNE`, unless inside :func:`fixed_configs`."""
-    return AUTOTUNE and not getattr(_FIXED, "on", False)
+    return AUTOTUNE and not getattr(_FIXED, "value", None)
 
 
 @contextlib.contextmanager
-def fixed_configs():
-    """Launch every kernel with its fixed GPU config inside this block (self-check, cache warm-up)."""
-    before = getattr(_FIXED, "on", False)
-    _FIXED.on = True
+def _thread_override(local: threading.local, value):
+    """Set ``local.value`` for the duration of the block (this thread only), then restore it."""
+    before = getattr(local, "value", None)
+    local.value = value
     try:
         yield
     finally:
-        _FIXED.on = before
+        local.value = before
+
+
+def fixed_configs():
+    """Launch every kernel with its fixed GPU config inside this block (self-check, cache warm-up)."""
+    return _thread_override(_FIXED, True)
 
 #: ``tl.dot`` precision of fp32 operands on the GPU. ``tf32x3`` (three TF32 tensor-core products per
 #: dot, errors ~1e-6 relative: far inside the fp32 parity tolerances) is the default because the
 #: FMA-path ``ieee`` dots hold whole operand tiles per thread and spill 5-25 KB of stack per thread in
 #: the router backward (``bench/aot_check.py``); ``HIMOE_FAST_FP32_DOT=ieee`` restores exact fp32 dots.
+FP32_DOTS = ("ieee", "tf32x3", "tf32")
 FP32_DOT = os.environ.get("HIMOE_FAST_FP32_DOT", "tf32x3").strip() or "tf32x3"
-if FP32_DOT not in ("ieee", "tf32x3", "tf32"):
+if FP32_DOT not in FP32_DOTS:
     raise ValueError(f"HIMOE_FAST_FP32_DOT must be ieee, tf32x3 or tf32, got {FP32_DOT!r}")
 
 
 _DOT_OVERRIDE = threading.local()
 
 
-@contextlib.contextmanager
 def fp32_dot(precision: str):
     """Within the block (this thread), fp32 ``tl.dot`` runs at ``precision``: parity checks use
     ``"ieee"``, as DESIGN.md's fp32 parity mode asks, whatever ``HIMOE_FAST_FP32_DOT`` says."""
-    if precision not in ("ieee", "tf32x3", "tf32"):
-        raise ValueError(f"fp32 dot precision must be ieee, tf32x3 or tf32, got {precision!r}")
-    before = getattr(_DOT_OVERRIDE, "value", None)
-    _DOT_OVERRIDE.value = precision
-    try:
-        yield
-    finally:
-        _DOT_OVERRIDE.value = before
+    if precision not in FP32_DOTS:
+        raise ValueError(f"fp32 dot precision must be one of {FP32_DOTS}, got {precision!r}")
+    return _thread_override(_DOT_OVERRIDE, precision)
 
 
 def dot_precision(dtype: torch.dtype) -> str:
