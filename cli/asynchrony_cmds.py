@@ -7,6 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from himoe_fast.train.asynchrony import DEFAULT_LAGGED, DEFAULT_LAGS
+
 from .common import check_range, choice, fail, parse_list, sweep_progress, user_errors
 from .train_cmds import (DEFAULT_TEMPORAL, BatchSize, Causal, DataDir, Dataset, Epochs, Folds, Jobs, Lr,
                          MaxFolds, MissingRate, Modalities, Patience, Protocol, SeqLen, Split, Stride, Subjects,
@@ -19,8 +21,8 @@ def register(app: typer.Typer) -> None:
         models: Annotated[str, typer.Option(help="comma-separated: himoe, himoe_paper (temporal none), late_fusion, "
                                                   "bilstm, tacoformer, ianet")] = "himoe,himoe_paper,late_fusion,bilstm,tacoformer,ianet",
         lags: Annotated[str, typer.Option(help="comma-separated lag settings: seconds, or 'random' (per subject, "
-                                                "uniform in [0, --random-max])")] = "0,1,2,4,6,random",
-        lagged: Annotated[str, typer.Option(help="modalities the lag is applied to")] = "gsr,ppg",
+                                                "uniform in [0, --random-max])")] = ",".join(DEFAULT_LAGS),
+        lagged: Annotated[str, typer.Option(help="modalities the lag is applied to")] = ",".join(DEFAULT_LAGGED),
         random_max: Annotated[float, typer.Option(help="largest per-subject random lag, seconds")] = 6.0,
         seeds: Annotated[str, typer.Option(help="comma-separated seeds")] = "0,1,2",
         dataset: Dataset = "synthetic", data_dir: DataDir = None, modalities: Modalities = None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -26,13 +26,21 @@ def save_figure(fig, path: str | Path) -> Path:
     return out
 
 
+def seed_summary(rows: Sequence[Mapping], setting: Callable[[Mapping], Hashable],
+                 sort: bool = False) -> dict[str, dict]:
+    """``{model: {setting(row): (mean, std, n_seeds)}}`` of ``ccc_mean`` over the seeds of a sweep
+    (settings sorted, or in first-seen order)."""
+    table: dict[str, dict] = {}
+    for r in rows:
+        table.setdefault(str(r["model"]), {}).setdefault(setting(r), []).append(float(r["ccc_mean"]))
+    return {m: {key: (float(np.mean(v)), float(np.std(v)), len(v))
+                for key, v in (sorted(per.items()) if sort else per.items())}
+            for m, per in table.items()}
+
+
 def robustness_summary(rows: Sequence[Mapping]) -> dict[str, dict[float, tuple[float, float, int]]]:
     """``{model: {rate: (mean, std, n_seeds)}}`` of ``ccc_mean`` over seeds."""
-    table: dict[str, dict[float, list[float]]] = {}
-    for r in rows:
-        table.setdefault(str(r["model"]), {}).setdefault(round(float(r["rate"]), 4), []).append(float(r["ccc_mean"]))
-    return {m: {rate: (float(np.mean(v)), float(np.std(v)), len(v)) for rate, v in sorted(per.items())}
-            for m, per in table.items()}
+    return seed_summary(rows, lambda r: round(float(r["rate"]), 4), sort=True)
 
 
 def plot_robustness(rows: Sequence[Mapping], path: str | Path, title: str = "CCC under missing modalities") -> Path:

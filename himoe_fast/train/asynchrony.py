@@ -116,8 +116,6 @@ def _order(settings: Sequence[str], models: Sequence[str]):
 
 def asynchrony_summary(rows: Sequence[dict]) -> dict[str, dict[str, tuple[float, float, int]]]:
     """``{model: {lag: (mean, std, n_seeds)}}`` of ``ccc_mean`` over seeds (lags in first-seen order)."""
-    table: dict[str, dict[str, list[float]]] = {}
-    for r in rows:
-        table.setdefault(str(r["model"]), {}).setdefault(lag_label(r["lag"]), []).append(float(r["ccc_mean"]))
-    return {m: {lag: (float(np.mean(v)), float(np.std(v)), len(v)) for lag, v in per.items()}
-            for m, per in table.items()}
+    from ..plots import seed_summary
+
+    return seed_summary(rows, lambda r: lag_label(r["lag"]))
