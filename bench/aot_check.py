@@ -440,7 +440,7 @@ def main(argv=None) -> int:
     ap.add_argument("--quiet", action="store_true", help="print failures and the summary only")
     a = ap.parse_args(argv)
 
-    from himoe_fast.data.cache import cache_root
+    from himoe_fast.io import cache_root
 
     budget = {"fp32": a.spill_budget_fp32, "bf16": a.spill_budget_bf16, "amp": a.spill_budget_bf16}
     shapes = [s for s in SHAPES if s.name in a.shapes.split(",")]

@@ -1,4 +1,6 @@
-"""Atomic file writes: write a temp file in the target directory, fsync, rename onto the target.
+"""File-system helpers used everywhere: the one atomic writer and the one cache root.
+
+Atomic file writes: write a temp file in the target directory, fsync, rename onto the target.
 
 A killed process therefore never leaves a half-written checkpoint, cache entry, CSV or figure. The
 file gets the permissions a plain ``open(path, "w")`` would give it (``0666`` minus the umask), so
@@ -14,6 +16,18 @@ import tempfile
 import threading
 from pathlib import Path
 from typing import Any, Callable
+
+
+def cache_root(root: str | os.PathLike | None = None) -> Path:
+    """The project's cache folder: ``root`` if given, else ``$HIMOE_FAST_CACHE``, else
+    ``~/.cache/himoe-fast`` (created on demand by writers, not here). Data windows, synthetic sets,
+    the NT-Xent extension builds, self-check verdicts and AOT reports live in sub-folders of it."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get("HIMOE_FAST_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "himoe-fast"
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> Path:

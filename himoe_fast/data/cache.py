@@ -24,18 +24,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..io import cache_root  # noqa: F401  (re-exported: the one cache root lives in himoe_fast.io)
+
 TMP_PREFIX = ".tmp-"
 STALE_TMP_S = 24 * 3600.0
-
-
-def cache_root(root: str | os.PathLike | None = None) -> Path:
-    """The cache folder (created on demand by writers, not here)."""
-    if root is not None:
-        return Path(root).expanduser()
-    env = os.environ.get("HIMOE_FAST_CACHE")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "himoe-fast"
 
 
 def file_identity(path: str | os.PathLike) -> dict[str, Any]:

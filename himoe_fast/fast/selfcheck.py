@@ -80,7 +80,7 @@ def _versions() -> dict:
 
 
 def cache_file(cfg: HiMoEConfig, device: torch.device) -> Path:
-    from ..data.cache import cache_root
+    from ..io import cache_root
 
     key = {"device": device_identity(device), "versions": _versions(), "config": cfg.to_dict()}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]

@@ -72,8 +72,9 @@ def cache_root() -> Path:
     own = os.environ.get("HIMOE_FAST_EXT_CACHE")
     if own:
         return Path(own).expanduser()
-    env = os.environ.get("HIMOE_FAST_CACHE")
-    return (Path(env).expanduser() if env else Path.home() / ".cache" / "himoe-fast") / "ext"
+    from ..io import cache_root as project_cache_root
+
+    return project_cache_root() / "ext"
 
 
 def with_cuda() -> bool:
