@@ -248,6 +248,9 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Optional[Path], typer.Option(help="run directory (default runs/train-<dataset>-<time>)")] = None,
         resume: Annotated[bool, typer.Option(help="continue the run in --out from its checkpoints")] = False,
         progress: Annotated[bool, typer.Option(help="live progress display")] = True,
+        callback: Annotated[Optional[list[str]], typer.Option(
+            help="import path module:attr of a himoe_fast.train.callbacks.TrainCallback (class or factory) "
+                 "run at each fold's start, each epoch's end and each fold's end; repeatable")] = None,
     ) -> None:
         """Train Hi-MoE (one model per fold) and write config.json, metrics.json, folds.csv, checkpoints."""
         from himoe_fast.train import run_experiment
@@ -278,6 +281,10 @@ def register(app: typer.Typer) -> None:
                 emotion_bank=emotion_bank, align_weight=align_weight, seq_len=seq_len, window=window,
                 stride=stride, lag=lag, patience=patience, max_folds=max_folds, model=model, out=out,
                 progress=progress, temporal=temporal, causal=causal, face_dir=face_dir)
+        if callback:
+            from dataclasses import replace
+
+            rc = replace(rc, callbacks=tuple(callback))
         with user_errors():
             metrics = run_experiment(rc)
         if metrics:

@@ -29,8 +29,10 @@ def cache_dir(tmp_path_factory) -> Path:
 def run_cli(args, cache_dir: Path, env_extra=None, timeout=600) -> subprocess.CompletedProcess:
     # a private data cache per session, but the compiled NT-Xent extension is shared (built once)
     ext_cache = os.environ.get("HIMOE_FAST_EXT_CACHE", str(Path.home() / ".cache" / "himoe-fast" / "ext"))
+    # tests/ on the path: the fault-injection callbacks in tests/support are named by import path
+    tests_dir = str(Path(__file__).resolve().parent)
     env = {**os.environ, "HIMOE_FAST_CACHE": str(cache_dir), "HIMOE_FAST_EXT_CACHE": ext_cache,
-           "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(filter(None, [tests_dir, os.environ.get("PYTHONPATH")]))}
     env.update(env_extra or {})
     return subprocess.run([sys.executable, "-m", "himoe_fast.cli.app", *map(str, args)], capture_output=True,
                           text=True, env=env, timeout=timeout)
@@ -79,7 +81,8 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, cache_dir):
     args = ["train", *SMALL, "--epochs", "3", "--protocol", "holdout", "--no-progress", "--seed", "3"]
     full = run_cli([*args, "--out", tmp_path / "full"], cache_dir)
     assert full.returncode == 0, full.stderr
-    killed = run_cli([*args, "--out", tmp_path / "killed"], cache_dir, {"HIMOE_FAST_STOP_AFTER_EPOCH": "0"})
+    killed = run_cli([*args, "--out", tmp_path / "killed", "--callback", "support.train_hooks:KillAfterFirstEpoch"],
+                     cache_dir)
     assert killed.returncode == 17                      # died right after epoch 0's checkpoint
     assert not (tmp_path / "killed" / "metrics.json").exists()
     resumed = run_cli(["train", "--resume", "--out", tmp_path / "killed", "--no-progress"], cache_dir)
@@ -122,12 +125,13 @@ def test_parallel_folds_over_procs(tmp_path, cache_dir):
 def test_crashed_rank_stops_the_others_quickly(tmp_path, cache_dir):
     t0 = time.time()
     res = run_cli(["train", *SMALL, "--epochs", "3", "--protocol", "holdout", "--procs", "2", "--no-progress",
-                   "--out", tmp_path / "crash"], cache_dir, {"HIMOE_FAST_CRASH_RANK": "1"}, timeout=180)
+                   "--out", tmp_path / "crash", "--callback", "support.train_hooks:CrashRankOne"], cache_dir,
+                  timeout=180)
     assert res.returncode == 1
     assert time.time() - t0 < 120
     # one line, without torch's "Terminating process ..." log of the ranks it stopped
     assert res.stderr.strip().splitlines() == [
-        "himoe-fast: error: rank 1 failed: RuntimeError: simulated crash of rank 1 (HIMOE_FAST_CRASH_RANK)"]
+        "himoe-fast: error: rank 1 failed: RuntimeError: simulated crash of rank 1"]
     # it died before its first checkpoint: nothing is left, the same command can simply run again
     assert not (tmp_path / "crash").exists()
 
@@ -264,3 +268,12 @@ def test_synthetic_face_modality_is_generated(tmp_path):
     assert [p.name for p in path.iterdir()] == ["s01.dat"]          # the DEAP folder holds DEAP files only
     _, plain, no_face = resolve_data_dir(DataSettings(subjects=1, cache_dir=str(tmp_path)), ("eeg",))
     assert no_face is None and [p.name for p in plain.iterdir()] == ["s01.dat"]
+
+
+def test_callback_that_cannot_be_imported_is_one_line_and_writes_nothing(tmp_path, cache_dir):
+    res = run_cli(["train", *SMALL, "--epochs", "1", "--protocol", "holdout", "--no-progress",
+                   "--out", tmp_path / "cb", "--callback", "support.train_hooks:NoSuchHook"], cache_dir)
+    assert res.returncode == 2
+    assert res.stderr.strip().startswith("himoe-fast: error: --callback 'support.train_hooks:NoSuchHook'")
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "cb").exists()

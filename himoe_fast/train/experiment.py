@@ -30,6 +30,7 @@ from ..config import HiMoEConfig
 from ..metrics import aggregate_folds
 from ..io import atomic_write_json, atomic_write_text
 from ..errors import CheckpointError, SettingsError, UserInputError
+from .callbacks import load_callbacks
 from .distributed import DistContext, context_from_env, launched_by_torchrun, single_process_context, spawn
 from .rundir import STARTED, clean_failed_start, run_state
 from .loop import FoldResult, TrainSettings, train_fold
@@ -78,6 +79,9 @@ class RunConfig:
     parallel: str = "ddp"             # ddp | folds
     resume: bool = False
     progress: bool = True
+    #: import paths ``"module:attr"`` of TrainCallback factories; not stored in config.json (a resumed
+    #: run names its callbacks again)
+    callbacks: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model.to_dict(), "train": self.train.to_dict(), "data": asdict(self.data),
@@ -194,6 +198,7 @@ def _run_folds(ctx: DistContext, rc: RunConfig, fold_ids: list[int], data=None) 
         data = load_data(rc, progress=False)
     splits = build_splits(rc, data)
     out = Path(rc.out)
+    callbacks = load_callbacks(rc.callbacks)     # per rank: instances never cross process boundaries
     results = []
     for k in fold_ids:
         split = splits[k]
@@ -201,7 +206,7 @@ def _run_folds(ctx: DistContext, rc: RunConfig, fold_ids: list[int], data=None) 
         done = _load_done(fold_dir) if rc.resume else None
         if done is None:
             done = train_fold(rc.model, rc.train, data, split, fold_dir, ctx, fold_index=k, resume=rc.resume,
-                              progress=rc.progress, extra={"run_config": rc.to_dict()})
+                              progress=rc.progress, extra={"run_config": rc.to_dict()}, callbacks=callbacks)
         results.append(done)
     return results
 
@@ -245,6 +250,7 @@ def run_experiment(rc: RunConfig, data=None) -> dict[str, Any]:
     out = Path(rc.out)
     torchrun = launched_by_torchrun()
     ctx = context_from_env(use_cuda) if torchrun else single_process_context(use_cuda)
+    load_callbacks(rc.callbacks)                      # a bad import path fails before anything is written
     if data is None:
         data = load_data(rc, progress=rc.progress and ctx.is_main)
     splits = build_splits(rc, data)

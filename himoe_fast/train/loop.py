@@ -15,12 +15,11 @@ checkpoint written after epoch ``k`` reproduces the uninterrupted run exactly (o
 from __future__ import annotations
 
 import math
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -30,14 +29,11 @@ from ..config import HiMoEConfig
 from ..metrics import evaluate
 from ..io import atomic_write, atomic_write_json
 from ..errors import CheckpointError
+from .callbacks import TrainCallback
 from .checkpoint import (TRAIN_STATE_FORMAT, build_model, load_train_state, rng_state, save_checkpoint,
                          save_model, set_rng_state)
 from .distributed import DistContext
 
-#: test hook: exit the process right after the checkpoint of this epoch (simulates a kill)
-STOP_AFTER_EPOCH_ENV = "HIMOE_FAST_STOP_AFTER_EPOCH"
-#: test hook: raise in this rank at the start of training (simulates a crashed rank)
-CRASH_RANK_ENV = "HIMOE_FAST_CRASH_RANK"
 
 
 @dataclass
@@ -166,11 +162,12 @@ def _progress(enabled: bool):
 
 def train_fold(cfg: HiMoEConfig, settings: TrainSettings, data, split, fold_dir: str | Path,
                ctx: DistContext, *, fold_index: int = 0, resume: bool = False, progress: bool = True,
-               extra: dict[str, Any] | None = None) -> FoldResult:
+               extra: dict[str, Any] | None = None, callbacks: Sequence[TrainCallback] = ()) -> FoldResult:
     """Train on ``split.train``, early-stop on ``split.val``, evaluate the best weights on ``split.test``.
 
     Writes (rank 0) ``fold_dir/checkpoint.pt`` after every epoch, then ``model.pt``,
-    ``predictions.npz`` and ``result.json``.
+    ``predictions.npz`` and ``result.json``. ``callbacks`` run at the fold's start, after every
+    epoch's checkpoint and at its end (:class:`~himoe_fast.train.callbacks.TrainCallback`).
     """
     from torch.utils.data.distributed import DistributedSampler
 
@@ -178,8 +175,8 @@ def train_fold(cfg: HiMoEConfig, settings: TrainSettings, data, split, fold_dir:
 
     fold_dir = Path(fold_dir)
     t0 = time.perf_counter()
-    if os.environ.get(CRASH_RANK_ENV) == str(ctx.rank):
-        raise RuntimeError(f"simulated crash of rank {ctx.rank} ({CRASH_RANK_ENV})")
+    for cb in callbacks:
+        cb.on_fold_start(ctx, fold_index, fold_dir)
 
     torch.manual_seed(settings.seed * 7919 + fold_index)
     model = make_model(cfg, settings).to(ctx.device)
@@ -274,8 +271,8 @@ def train_fold(cfg: HiMoEConfig, settings: TrainSettings, data, split, fold_dir:
                     "best_state": best_state, "history": history, "finished": finished, "rng": rng_state(),
                 })
             ctx.barrier()
-            if os.environ.get(STOP_AFTER_EPOCH_ENV) == str(epoch) and ctx.is_main:
-                os._exit(17)   # simulated kill right after a checkpoint (tests of --resume)
+            for cb in callbacks:
+                cb.on_epoch_end(ctx, epoch, fold_dir, ckpt_path)
             if finished and epoch + 1 < epochs_total:
                 bar.update(task, completed=total_steps)
                 break
@@ -296,5 +293,7 @@ def train_fold(cfg: HiMoEConfig, settings: TrainSettings, data, split, fold_dir:
         atomic_write_json(fold_dir / "result.json", {
             "name": result.name, "metrics": result.metrics, "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run, "seconds": result.seconds, "history": result.history})
+    for cb in callbacks:
+        cb.on_fold_end(ctx, fold_index, fold_dir, metrics)
     return result
 

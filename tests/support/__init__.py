@@ -1,0 +1,1 @@
+"""Test-only helpers importable by the processes tests start (``PYTHONPATH`` includes ``tests/``)."""
