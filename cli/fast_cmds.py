@@ -36,12 +36,12 @@ EmotionBank = Annotated[bool, typer.Option(help="use the Emotion Expert Bank (--
 
 
 def _config(preset, modalities, **overrides):
-    from himoe_fast.fast.parity import build_config
+    from himoe_fast.config import preset_config
 
     choice(preset, "--preset", PRESETS)
     mods = parse_list(modalities, "--modalities")
     try:
-        return build_config(preset, mods, **overrides)
+        return preset_config(preset, mods, **overrides)
     except (ValueError, KeyError) as exc:
         fail(str(exc).splitlines()[0])
 

@@ -253,3 +253,39 @@ class HiMoEConfig:
                     dataset="dreamer")
         base.update(overrides)
         return cls(**base)
+
+    @classmethod
+    def tiny(cls, modalities: Iterable[str] | None = None, **overrides: Any) -> "HiMoEConfig":
+        """A small preset for quick checks (parity, bench, self-check): four modalities, one of each
+        encoder kind plus a second signal, d=40, 3 modality experts, 5 emotion experts. Fast
+        everywhere, also under the Triton interpreter."""
+        specs = [ModalitySpec("eeg", channels=5, sfreq=32, kind="eeg"),
+                 ModalitySpec("gsr", channels=1, sfreq=16, kind="signal"),
+                 ModalitySpec("resp", channels=2, sfreq=16, kind="signal"),
+                 ModalitySpec("face", channels=3, sfreq=20, kind="features")]
+        if modalities is not None:
+            wanted = list(modalities)
+            unknown = set(wanted) - {m.name for m in specs}
+            if unknown:
+                raise ValueError(f"unknown tiny modality {sorted(unknown)}; known: "
+                                 f"{', '.join(m.name for m in specs)}")
+            specs = [m for m in specs if m.name in wanted]
+        base = dict(modalities=specs, window_s=1.0, d_model=40, n_modality_experts=3, expert_hidden=72,
+                    n_emotion_experts=5, router_dim=8, targets=("valence", "arousal"))
+        base.update(overrides)
+        return cls(**base)
+
+
+#: names accepted by :func:`preset_config` (and the CLI's ``--preset``)
+PRESETS = ("deap", "dreamer", "tiny")
+
+
+def preset_config(preset: str = "deap", modalities: Iterable[str] | None = None, **overrides: Any) -> HiMoEConfig:
+    """The config of a preset (``deap`` | ``dreamer`` | ``tiny``) with optional modalities and overrides."""
+    factories = {"deap": HiMoEConfig.deap, "dreamer": HiMoEConfig.dreamer, "tiny": HiMoEConfig.tiny}
+    if preset not in factories:
+        raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
+    modalities = list(modalities) if modalities else None
+    if modalities is None and preset != "tiny":
+        return factories[preset](**overrides)
+    return factories[preset](modalities, **overrides)

@@ -3,13 +3,13 @@
 import pytest
 import torch
 
-from conftest import random_inputs, tiny_config
+from himoe_fast.testing import micro_config, random_inputs
 from himoe_fast.baselines import BASELINES, build_baseline
 
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_forward_backward_and_shapes(name):
-    cfg = tiny_config()
+    cfg = micro_config()
     model = build_baseline(name, cfg)
     inputs, present = random_inputs(cfg, B=2, T=3)
     present[0, 1] = False                       # a step with nothing present stays finite
@@ -23,7 +23,7 @@ def test_forward_backward_and_shapes(name):
 
 @pytest.mark.parametrize("name", BASELINES)
 def test_absent_modality_input_changes_nothing(name):
-    cfg = tiny_config()
+    cfg = micro_config()
     model = build_baseline(name, cfg).eval()
     inputs, present = random_inputs(cfg, B=2, T=4)
     present[:, :, 1] = False
@@ -33,7 +33,7 @@ def test_absent_modality_input_changes_nothing(name):
 
 
 def test_late_fusion_is_mean_of_present_modality_predictions():
-    cfg = tiny_config()
+    cfg = micro_config()
     model = build_baseline("late_fusion", cfg).eval()
     inputs, present = random_inputs(cfg, B=1, T=2)
     present[:] = torch.tensor([True, False, True])
@@ -45,4 +45,4 @@ def test_late_fusion_is_mean_of_present_modality_predictions():
 
 def test_unknown_baseline():
     with pytest.raises(ValueError, match="unknown model"):
-        build_baseline("gpt", tiny_config())
+        build_baseline("gpt", micro_config())

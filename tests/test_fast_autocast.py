@@ -13,7 +13,8 @@ import torch
 from himoe_fast import HiMoE
 from himoe_fast.fast import to_fast
 from himoe_fast.fast.experts import modality_bank
-from himoe_fast.fast.parity import build_config, random_batch, randomize_zero_parameters
+from himoe_fast.config import preset_config
+from himoe_fast.testing import random_batch, randomize_zero_parameters
 from himoe_fast.fast.router import da_router
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
@@ -45,7 +46,7 @@ def test_fast_matches_reference_under_cpu_bf16_autocast(router, backend):
 
     (bf16 rounding alone moves some gradients of the reference by ~10 % and a cancelling bias gradient
     by more, so the yardstick is the reference's own autocast error, not a fixed tolerance.)"""
-    cfg = build_config("tiny", router=router).replace(dropout=0.0)
+    cfg = preset_config("tiny", router=router).replace(dropout=0.0)
     ref = randomize_zero_parameters(HiMoE(cfg))
     fast = to_fast(ref, backend=backend)
     batch = random_batch(cfg, B=2, T=3)

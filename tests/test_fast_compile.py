@@ -11,7 +11,8 @@ import torch
 
 from himoe_fast import HiMoE
 from himoe_fast.fast import to_fast
-from himoe_fast.fast.parity import build_config, random_batch, randomize_zero_parameters
+from himoe_fast.config import preset_config
+from himoe_fast.testing import random_batch, randomize_zero_parameters
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
@@ -35,7 +36,7 @@ def _step(model, batch):
 @pytest.mark.parametrize("backend,router,routing", CASES)
 def test_compiled_fast_model_matches_eager(backend, router, routing):
     torch._dynamo.reset()
-    cfg = build_config("tiny", router=router, routing=routing).replace(dropout=0.0)
+    cfg = preset_config("tiny", router=router, routing=routing).replace(dropout=0.0)
     ref = randomize_zero_parameters(HiMoE(cfg))
     fast = to_fast(ref, backend=backend)
     batch = random_batch(cfg, B=2, T=3)

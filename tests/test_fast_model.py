@@ -10,7 +10,9 @@ import torch
 
 from himoe_fast import HiMoE, HiMoEConfig
 from himoe_fast.fast import FastHiMoE, to_fast, to_reference
-from himoe_fast.fast.parity import build_config, random_batch, run_parity
+from himoe_fast.config import preset_config
+from himoe_fast.testing import random_batch
+from himoe_fast.fast.parity import run_parity
 
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
@@ -31,7 +33,7 @@ def _assert_parity(cfg, backend, **kw):
 @pytest.mark.parametrize("routing", ROUTINGS)
 @pytest.mark.parametrize("router", ROUTERS)
 def test_torch_backend_parity(router, routing):
-    _assert_parity(build_config("tiny", router=router, routing=routing), "torch", B=2, T=3)
+    _assert_parity(preset_config("tiny", router=router, routing=routing), "torch", B=2, T=3)
 
 
 TRITON_COMBOS = [(r, "soft") for r in ROUTERS] + [("dot", "uniform"), ("dot", "top1")]
@@ -39,12 +41,12 @@ TRITON_COMBOS = [(r, "soft") for r in ROUTERS] + [("dot", "uniform"), ("dot", "t
 
 @pytest.mark.parametrize("router,routing", TRITON_COMBOS)
 def test_triton_backend_parity(router, routing):
-    _assert_parity(build_config("tiny", router=router, routing=routing), "triton", B=2, T=3)
+    _assert_parity(preset_config("tiny", router=router, routing=routing), "triton", B=2, T=3)
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_no_emotion_bank_parity(backend):
-    _assert_parity(build_config("tiny", emotion_bank=False), backend, B=2, T=2)
+    _assert_parity(preset_config("tiny", emotion_bank=False), backend, B=2, T=2)
 
 
 def test_deap_preset_parity_torch():
@@ -76,7 +78,7 @@ def _storages(model):
 
 
 def test_state_dicts_interchange_and_no_shared_storage():
-    cfg = build_config("tiny", router="diff")
+    cfg = preset_config("tiny", router="diff")
     ref = HiMoE(cfg)
     fast = to_fast(ref, backend="torch")
     assert isinstance(fast, FastHiMoE) and isinstance(fast, HiMoE)
@@ -101,7 +103,7 @@ def test_state_dicts_interchange_and_no_shared_storage():
 
 
 def test_to_fast_keeps_mode_and_copies_values():
-    cfg = build_config("tiny")
+    cfg = preset_config("tiny")
     ref = HiMoE(cfg).eval()
     fast = to_fast(ref)
     assert not fast.training and fast.backend == "auto"
@@ -113,7 +115,7 @@ def test_to_fast_keeps_mode_and_copies_values():
 
 def test_eval_mode_with_dropout_matches_reference():
     """Dropout is the only train/eval difference: with dropout > 0, eval-mode outputs match."""
-    cfg = build_config("tiny", dropout=0.3)
+    cfg = preset_config("tiny", dropout=0.3)
     ref = HiMoE(cfg).eval()
     fast = to_fast(ref, backend="torch")
     inputs, present, _, _ = random_batch(cfg, 2, 3, seed=3)
@@ -127,7 +129,7 @@ def test_eval_mode_with_dropout_matches_reference():
 
 
 def test_nan_in_absent_windows_does_not_leak():
-    cfg = build_config("tiny")
+    cfg = preset_config("tiny")
     fast = to_fast(HiMoE(cfg), backend="torch")
     inputs, present, labels, mask = random_batch(cfg, 2, 3, seed=1)
     present[:, :, 1] = False
@@ -141,7 +143,7 @@ def test_nan_in_absent_windows_does_not_leak():
 
 
 def test_encode_and_output_shapes_match_reference():
-    cfg = build_config("tiny", dropout=0.0)
+    cfg = preset_config("tiny", dropout=0.0)
     ref = HiMoE(cfg)
     fast = to_fast(ref, backend="torch")
     inputs, present, _, _ = random_batch(cfg, 3, 2, seed=2)

@@ -6,13 +6,13 @@ import math
 import pytest
 import torch
 
-from conftest import random_inputs, tiny_config
+from himoe_fast.testing import micro_config, random_inputs
 from himoe_fast import HiMoE, HiMoEConfig, HiMoEOutput
 from himoe_fast.model.experts import expert_ffn
 
 
 def test_output_shapes_and_types():
-    cfg = tiny_config()
+    cfg = micro_config()
     model = HiMoE(cfg)
     inputs, present = random_inputs(cfg, B=2, T=3)
     out = model(inputs, present)
@@ -37,7 +37,7 @@ def test_deap_preset_forward_backward_runs():
 
 @pytest.mark.parametrize("router", ["dot", "cosine"])
 def test_gates_and_router_weights_are_distributions(router):
-    cfg = tiny_config(router=router)
+    cfg = micro_config(router=router)
     out = HiMoE(cfg)(*random_inputs(cfg))
     a, b = out.modality_gates, out.emotion_weights
     assert (a >= 0).all() and torch.allclose(a.sum(-1), torch.ones_like(a.sum(-1)), atol=1e-6)
@@ -47,7 +47,7 @@ def test_gates_and_router_weights_are_distributions(router):
 
 
 def test_diff_router_rows_sum_to_one_minus_lambda():
-    cfg = tiny_config(router="diff")
+    cfg = micro_config(router="diff")
     model = HiMoE(cfg)
     bank = model.emotion_bank
     out = model(*random_inputs(cfg))
@@ -58,10 +58,10 @@ def test_diff_router_rows_sum_to_one_minus_lambda():
 
 
 def test_routing_modes():
-    cfg = tiny_config(routing="uniform")
+    cfg = micro_config(routing="uniform")
     out = HiMoE(cfg)(*random_inputs(cfg))
     assert torch.allclose(out.modality_gates, torch.full_like(out.modality_gates, 1 / cfg.n_modality_experts))
-    cfg = tiny_config(routing="top1")
+    cfg = micro_config(routing="top1")
     out = HiMoE(cfg)(*random_inputs(cfg))
     g = out.modality_gates
     assert ((g == 0) | (g == 1)).all() and (g.sum(-1) == 1).all()
@@ -69,7 +69,7 @@ def test_routing_modes():
 
 def test_absent_modality_gate_is_softmax_of_bias():
     """Eq. 2 discussion: an absent modality's bank input is the zero vector, so alpha = softmax(b_g)."""
-    cfg = tiny_config()
+    cfg = micro_config()
     model = HiMoE(cfg)
     inputs, present = random_inputs(cfg)
     present[0, 1, 2] = False
@@ -80,7 +80,7 @@ def test_absent_modality_gate_is_softmax_of_bias():
 
 
 def test_modality_bank_matches_eq3_by_hand():
-    cfg = tiny_config()
+    cfg = micro_config()
     bank = HiMoE(cfg).modality_bank
     x = torch.randn(4, 1, cfg.n_modalities, cfg.d_model)
     z, alpha = bank(x)
@@ -98,7 +98,7 @@ def test_modality_bank_matches_eq3_by_hand():
 
 
 def test_dot_router_matches_eq5_6_by_hand():
-    cfg = tiny_config()
+    cfg = micro_config()
     bank = HiMoE(cfg).emotion_bank
     z = torch.randn(3, 2, cfg.d_model)
     e, beta = bank(z)
@@ -111,7 +111,7 @@ def test_dot_router_matches_eq5_6_by_hand():
 
 
 def test_cosine_router_scale_initialised_and_bounded():
-    cfg = tiny_config(router="cosine")
+    cfg = micro_config(router="cosine")
     model = HiMoE(cfg)
     assert float(model.emotion_bank.scale.detach()) == pytest.approx(10.0)
     z = torch.randn(5, 1, cfg.d_model) * 100  # huge inputs: cosine logits stay within +-scale
@@ -121,7 +121,7 @@ def test_cosine_router_scale_initialised_and_bounded():
 
 @pytest.mark.parametrize("train", [False, True])
 def test_absent_modality_raw_input_changes_nothing(train):
-    cfg = tiny_config(dropout=0.0)
+    cfg = micro_config(dropout=0.0)
     model = HiMoE(cfg).train(train)
     inputs, present = random_inputs(cfg, B=3, T=4)
     present[:, :, 1] = False
@@ -141,7 +141,7 @@ def test_absent_modality_raw_input_changes_nothing(train):
 
 def test_presence_matters_for_present_modalities():
     """Sanity counterpart of the test above: a present modality's input does change the output."""
-    cfg = tiny_config()
+    cfg = micro_config()
     model = HiMoE(cfg).eval()
     inputs, present = random_inputs(cfg)
     present[:] = True
@@ -151,7 +151,7 @@ def test_presence_matters_for_present_modalities():
 
 
 def test_no_modality_present_gives_finite_outputs_and_zero_fusion():
-    cfg = tiny_config()
+    cfg = micro_config()
     model = HiMoE(cfg)
     inputs, present = random_inputs(cfg, B=2, T=3)
     present[0, 1] = False
@@ -165,7 +165,7 @@ def test_no_modality_present_gives_finite_outputs_and_zero_fusion():
 
 
 def test_fusion_ignores_absent_modalities():
-    cfg = tiny_config()
+    cfg = micro_config()
     model = HiMoE(cfg)
     inputs, present = random_inputs(cfg)
     present[:] = True
@@ -175,7 +175,7 @@ def test_fusion_ignores_absent_modalities():
 
 
 def test_masked_labels_do_not_affect_loss():
-    cfg = tiny_config(align_weight=0.0)
+    cfg = micro_config(align_weight=0.0)
     model = HiMoE(cfg)
     out = model(*random_inputs(cfg))
     labels = torch.rand(2, 3, 2) * 8 + 1
@@ -190,7 +190,7 @@ def test_masked_labels_do_not_affect_loss():
 
 
 def test_loss_is_eq8_and_binary_uses_bce_with_threshold():
-    cfg = tiny_config(task="binary", align_weight=0.3, threshold=5.0)
+    cfg = micro_config(task="binary", align_weight=0.3, threshold=5.0)
     model = HiMoE(cfg)
     out = model(*random_inputs(cfg))
     labels = torch.tensor([2.0, 5.0, 7.0]).view(1, 3, 1).expand(2, 3, 2)
@@ -204,7 +204,7 @@ def test_loss_is_eq8_and_binary_uses_bce_with_threshold():
 
 
 def test_align_weight_zero_skips_alignment():
-    cfg = tiny_config(align_weight=0.0)
+    cfg = micro_config(align_weight=0.0)
     out = HiMoE(cfg)(*random_inputs(cfg))
     assert float(out.alignment_loss) == 0.0
     out = HiMoE(cfg)(*random_inputs(cfg), compute_alignment=True)
@@ -217,7 +217,7 @@ def test_align_weight_zero_skips_alignment():
                              ["regression", "binary"], [0.0, 0.1])
                           if not (not eb and r != "dot")])
 def test_every_mode_runs_forward_and_backward(router, routing, emotion_bank, task, align):
-    cfg = tiny_config(router=router, routing=routing, emotion_bank=emotion_bank, task=task, align_weight=align)
+    cfg = micro_config(router=router, routing=routing, emotion_bank=emotion_bank, task=task, align_weight=align)
     model = HiMoE(cfg)
     out = model(*random_inputs(cfg))
     assert (out.emotion_weights is None) == (not emotion_bank)
@@ -231,7 +231,7 @@ def test_every_mode_runs_forward_and_backward(router, routing, emotion_bank, tas
 
 
 def test_stacked_weight_shapes():
-    cfg = tiny_config()
+    cfg = micro_config()
     sd = HiMoE(cfg).state_dict()
     M, K, d, h, L, r = 3, cfg.n_modality_experts, cfg.d_model, cfg.expert_hidden, cfg.n_emotion_experts, cfg.router_dim
     assert sd["modality_bank.w1"].shape == (M, K, d, h)
@@ -242,7 +242,7 @@ def test_stacked_weight_shapes():
 
 
 def test_bad_inputs_raise_clear_errors():
-    cfg = tiny_config()
+    cfg = micro_config()
     model = HiMoE(cfg)
     inputs, present = random_inputs(cfg)
     with pytest.raises(ValueError, match="gsr"):
@@ -256,7 +256,7 @@ def test_bad_inputs_raise_clear_errors():
 def test_fuse_starts_as_mean_over_present_modalities():
     """Fuse's score vector starts at zero: at initialisation the fused token is the plain mean of the
     present modalities' bank outputs (guards against the attention collapse described in fuse.py)."""
-    cfg = tiny_config()
+    cfg = micro_config()
     model = HiMoE(cfg)
     inputs, present = random_inputs(cfg, B=2, T=3)
     out = model(inputs, present)
@@ -265,7 +265,7 @@ def test_fuse_starts_as_mean_over_present_modalities():
 
 
 def test_parity_helper_randomises_zero_initialised_parameters():
-    from himoe_fast.fast.parity import randomize_zero_parameters
+    from himoe_fast.testing import randomize_zero_parameters
 
-    model = randomize_zero_parameters(HiMoE(tiny_config()))
+    model = randomize_zero_parameters(HiMoE(micro_config()))
     assert model.fuse.score.weight.abs().sum() > 0

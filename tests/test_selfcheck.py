@@ -10,7 +10,7 @@ import torch
 
 import himoe_fast.fast.model as fast_model
 from himoe_fast.fast import selfcheck
-from himoe_fast.fast.parity import build_config
+from himoe_fast.config import preset_config
 from himoe_fast.ops import ext
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
@@ -39,7 +39,7 @@ def probes(monkeypatch):
 
 
 def test_auto_picks_fast_once_and_caches_the_verdict(cache, probes):
-    cfg = build_config("tiny")
+    cfg = preset_config("tiny")
     warned = []
     assert selfcheck.resolve_impl("auto", cfg, "cpu", warn=warned.append) == "fast"
     assert selfcheck.resolve_impl("auto", cfg, "cpu", warn=warned.append) == "fast"
@@ -50,7 +50,7 @@ def test_auto_picks_fast_once_and_caches_the_verdict(cache, probes):
     assert verdict["ok"] is True and verdict["device"]["type"] == "cpu"
     assert selfcheck.self_check(cfg, "cpu")["cached"] is True
     # another model config is probed on its own
-    assert selfcheck.resolve_impl("auto", build_config("tiny", router="diff"), "cpu") == "fast"
+    assert selfcheck.resolve_impl("auto", preset_config("tiny", router="diff"), "cpu") == "fast"
     assert len(probes) == 2
 
 
@@ -63,7 +63,7 @@ def test_auto_falls_back_to_the_reference_with_one_warning_line(cache, probes, m
         return z * 1.001, alpha
 
     monkeypatch.setattr(fast_model, "modality_bank", wrong_bank)
-    cfg = build_config("tiny")
+    cfg = preset_config("tiny")
     warned = []
     assert selfcheck.resolve_impl("auto", cfg, "cpu", warn=warned.append) == "reference"
     assert len(warned) == 1 and "\n" not in warned[0]
@@ -79,12 +79,12 @@ def test_an_exception_in_the_fast_path_is_a_failed_probe(cache, monkeypatch):
         raise RuntimeError("kernel launch failed\nsecond line")
 
     monkeypatch.setattr(fast_model, "modality_bank", broken)
-    verdict = selfcheck.run_probe(build_config("tiny"), torch.device("cpu"))
+    verdict = selfcheck.run_probe(preset_config("tiny"), torch.device("cpu"))
     assert verdict["ok"] is False and verdict["reason"] == "RuntimeError: kernel launch failed"
 
 
 def test_explicit_impls_and_baselines_skip_the_probe(cache, probes):
-    cfg = build_config("tiny")
+    cfg = preset_config("tiny")
     assert selfcheck.resolve_impl("reference", cfg, "cpu") == "reference"
     assert selfcheck.resolve_impl("fast", cfg, "cpu") == "fast"
     assert selfcheck.resolve_impl("auto", cfg, "cpu", model_name="late_fusion") == "reference"
@@ -94,8 +94,8 @@ def test_explicit_impls_and_baselines_skip_the_probe(cache, probes):
 
 
 def test_cache_key_follows_config_and_sources(cache, monkeypatch):
-    a = selfcheck.cache_file(build_config("tiny"), torch.device("cpu"))
-    assert a == selfcheck.cache_file(build_config("tiny"), torch.device("cpu"))
-    assert a != selfcheck.cache_file(build_config("tiny", router="cosine"), torch.device("cpu"))
+    a = selfcheck.cache_file(preset_config("tiny"), torch.device("cpu"))
+    assert a == selfcheck.cache_file(preset_config("tiny"), torch.device("cpu"))
+    assert a != selfcheck.cache_file(preset_config("tiny", router="cosine"), torch.device("cpu"))
     monkeypatch.setattr(selfcheck, "_source_hash", lambda: "changed-kernels")
-    assert a != selfcheck.cache_file(build_config("tiny"), torch.device("cpu"))
+    assert a != selfcheck.cache_file(preset_config("tiny"), torch.device("cpu"))

@@ -14,10 +14,11 @@ import pytest
 import torch
 
 from himoe_fast import HiMoE
-from himoe_fast.fast.parity import build_config, run_parity
+from himoe_fast.config import preset_config
+from himoe_fast.fast.parity import run_parity
 from himoe_fast.model.temporal import LagAligner, TemporalContext
 
-from conftest import random_inputs, tiny_config
+from himoe_fast.testing import micro_config, random_inputs
 
 pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
@@ -31,7 +32,7 @@ def _paper_model_weights(model: HiMoE) -> dict:
 @pytest.mark.parametrize("temporal", ["align", "align+context"])
 def test_fresh_temporal_model_equals_paper_literal_model(temporal):
     """Identity at initialisation: the same shared weights give the same outputs as temporal='none'."""
-    cfg = tiny_config()
+    cfg = micro_config()
     plain = HiMoE(cfg).eval()
     model = HiMoE(cfg.replace(temporal=temporal)).eval()
     missing, unexpected = model.load_state_dict(_paper_model_weights(plain), strict=False)
@@ -43,7 +44,7 @@ def test_fresh_temporal_model_equals_paper_literal_model(temporal):
 
 
 def test_paper_literal_model_has_no_temporal_parameters():
-    names = HiMoE(tiny_config()).state_dict().keys()
+    names = HiMoE(micro_config()).state_dict().keys()
     assert not [k for k in names if k.startswith(("aligner.", "context."))]
 
 
@@ -100,7 +101,7 @@ def test_aligner_ignores_absent_windows_and_keeps_them_absent():
 
 
 def test_learned_delays_are_the_kernels_centre_of_mass_in_seconds():
-    cfg = tiny_config(temporal="align", max_shift=2)
+    cfg = micro_config(temporal="align", max_shift=2)
     model = HiMoE(cfg)
     assert model.learned_delays() == {"eeg": 0.0, "gsr": 0.0, "face": 0.0}
     one_hot = _one_hot_aligner(3, 2, [0, 2, -1])
@@ -116,7 +117,7 @@ def test_learned_delays_are_the_kernels_centre_of_mass_in_seconds():
 
 @pytest.mark.parametrize("temporal", ["align", "align+context"])
 def test_causal_variants_never_read_the_future(temporal):
-    cfg = tiny_config(temporal=temporal, causal=True)
+    cfg = micro_config(temporal=temporal, causal=True)
     model = HiMoE(cfg).eval()
     with torch.no_grad():                       # leave the identity so that the stages do something
         for name, p in model.named_parameters():
@@ -164,7 +165,7 @@ def test_context_ignores_steps_with_no_modality():
 @pytest.mark.parametrize("temporal,causal", VARIANTS)
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_fast_path_parity_for_every_temporal_variant(temporal, causal, backend):
-    cfg = build_config("tiny", temporal=temporal, causal=causal, max_shift=2)
+    cfg = preset_config("tiny", temporal=temporal, causal=causal, max_shift=2)
     report = run_parity(cfg, backend=backend, B=2, T=4)
     bad = [f"{c.name} ({c.kind}): abs {c.max_abs:.2e} rel {c.max_rel:.2e} {c.note}" for c in report.failures]
     assert report.ok, "parity failures:\n" + "\n".join(bad)

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..config import HiMoEConfig, ModalitySpec
+from ..config import HiMoEConfig
 from ..model.himoe import HiMoE
+from ..testing import random_batch, randomize_zero_parameters
 from .model import to_fast
 
 #: (forward atol, forward rtol, grad atol, grad rtol)
@@ -34,66 +35,6 @@ TOLERANCES = {
     torch.bfloat16: (5e-2, 5e-2, 1e-1, 1e-1),
 }
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-PRESETS = ("deap", "dreamer", "tiny")
-
-
-def tiny_config(**overrides) -> HiMoEConfig:
-    """Three small modalities, one per encoder kind (fast everywhere, also under the interpreter)."""
-    base = dict(
-        modalities=[ModalitySpec("eeg", channels=5, sfreq=32, kind="eeg"),
-                    ModalitySpec("gsr", channels=1, sfreq=16, kind="signal"),
-                    ModalitySpec("resp", channels=2, sfreq=16, kind="signal"),
-                    ModalitySpec("face", channels=3, sfreq=20, kind="features")],
-        window_s=1.0, d_model=40, n_modality_experts=3, expert_hidden=72, n_emotion_experts=5,
-        router_dim=8, targets=("valence", "arousal"),
-    )
-    base.update(overrides)
-    return HiMoEConfig(**base)
-
-
-def build_config(preset: str = "deap", modalities: list[str] | None = None, **overrides) -> HiMoEConfig:
-    """Config for parity/bench: a preset (``deap`` | ``dreamer`` | ``tiny``) with overrides."""
-    if preset == "deap":
-        return HiMoEConfig.deap(modalities, **overrides) if modalities else HiMoEConfig.deap(**overrides)
-    if preset == "dreamer":
-        return HiMoEConfig.dreamer(modalities, **overrides) if modalities else HiMoEConfig.dreamer(**overrides)
-    if preset == "tiny":
-        cfg = tiny_config(**overrides)
-        if modalities:
-            keep = [m for m in cfg.modalities if m.name in modalities]
-            unknown = set(modalities) - {m.name for m in cfg.modalities}
-            if unknown:
-                raise ValueError(f"unknown tiny modality {sorted(unknown)}; known: "
-                                 f"{', '.join(m.name for m in cfg.modalities)}")
-            cfg = cfg.replace(modalities=keep)
-        return cfg
-    raise ValueError(f"preset must be one of {PRESETS}, got {preset!r}")
-
-
-def randomize_zero_parameters(model: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch.nn.Module:
-    """Give parameters that are initialised to exactly zero (Fuse's score vector ``v``) random values,
-    so that a parity check also covers the gradients that flow through them (with ``v = 0`` the
-    gradient of Fuse's projection is identically zero on both sides)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.numel() and not p.any():
-                p.copy_((torch.randn(p.shape, generator=g) * scale).to(p))
-    return model
-
-
-def random_batch(cfg: HiMoEConfig, B: int, T: int, *, seed: int = 0, p_present: float = 0.7,
-                 device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
-    """Seeded raw windows, presence mask (>= 1 modality per step), labels and label mask."""
-    g = torch.Generator().manual_seed(seed)
-    inputs = {s.name: torch.randn(B, T, s.channels, s.samples(cfg.window_s), generator=g).to(device, dtype)
-              for s in cfg.modalities}
-    present = torch.rand(B, T, cfg.n_modalities, generator=g) < p_present
-    present[..., 0] |= ~present.any(-1)
-    lo, hi = cfg.label_range
-    labels = (torch.rand(B, T, cfg.n_targets, generator=g) * (hi - lo) + lo).to(device)
-    label_mask = torch.rand(B, T, cfg.n_targets, generator=g) < 0.9
-    return inputs, present.to(device), labels, label_mask.to(device)
 
 
 @dataclass

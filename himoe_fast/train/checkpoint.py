@@ -23,7 +23,7 @@ import torch
 
 from ..config import HiMoEConfig
 from ..errors import CheckpointError, UserInputError
-from ..io import atomic_write, atomic_write_json, atomic_write_text  # noqa: F401  (re-exported)
+from ..io import atomic_write
 
 MODEL_FORMAT = "himoe-fast/model/v1"
 TRAIN_STATE_FORMAT = "himoe-fast/train-state/v1"
