@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
+from .errors import ModalityError
+
 ENCODER_KINDS = ("eeg", "signal", "features")
 ROUTERS = ("dot", "cosine", "diff")
 ROUTINGS = ("soft", "uniform", "top1")
@@ -145,7 +147,7 @@ class HiMoEConfig:
             raise ValueError("HiMoEConfig needs at least one modality")
         names = [m.name for m in self.modalities]
         if len(set(names)) != len(names):
-            raise ValueError(f"duplicate modality names: {names}")
+            raise ModalityError(f"duplicate modality names: {names}")
         if self.router not in ROUTERS:
             raise ValueError(f"router must be one of {ROUTERS}, got {self.router!r}")
         if self.routing not in ROUTINGS:
@@ -234,7 +236,7 @@ class HiMoEConfig:
                 specs.append(ModalitySpec(name, len(idx), DEAP_SFREQ, kind))
             else:
                 known = sorted([*DEAP_MODALITIES, "face", *MODALITY_ALIASES])
-                raise ValueError(f"unknown DEAP modality {raw!r}; known: {', '.join(known)}")
+                raise ModalityError(f"unknown DEAP modality {raw!r}; known: {', '.join(known)}")
         base = dict(modalities=specs, targets=DEAP_TARGETS, label_range=(1.0, 9.0), threshold=5.0,
                     dataset="deap")
         base.update(overrides)
@@ -246,7 +248,7 @@ class HiMoEConfig:
         specs = []
         for name in modalities:
             if name not in DREAMER_MODALITIES:
-                raise ValueError(f"unknown DREAMER modality {name!r}; known: {', '.join(DREAMER_MODALITIES)}")
+                raise ModalityError(f"unknown DREAMER modality {name!r}; known: {', '.join(DREAMER_MODALITIES)}")
             ch, sf, kind = DREAMER_MODALITIES[name]
             specs.append(ModalitySpec(name, ch, sf, kind))
         base = dict(modalities=specs, targets=DREAMER_TARGETS, label_range=(1.0, 5.0), threshold=3.0,
@@ -267,8 +269,8 @@ class HiMoEConfig:
             wanted = list(modalities)
             unknown = set(wanted) - {m.name for m in specs}
             if unknown:
-                raise ValueError(f"unknown tiny modality {sorted(unknown)}; known: "
-                                 f"{', '.join(m.name for m in specs)}")
+                raise ModalityError(f"unknown tiny modality {sorted(unknown)}; known: "
+                                    f"{', '.join(m.name for m in specs)}")
             specs = [m for m in specs if m.name in wanted]
         base = dict(modalities=specs, window_s=1.0, d_model=40, n_modality_experts=3, expert_hidden=72,
                     n_emotion_experts=5, router_dim=8, targets=("valence", "arousal"))

@@ -32,6 +32,10 @@ class SettingsError(UserInputError):
     """Settings that cannot work, alone or with the data at hand (e.g. more folds than trials)."""
 
 
+class ModalityError(SettingsError):
+    """A modality list that does not fit the data set or preset (unknown or repeated names)."""
+
+
 class RunDirError(UserInputError):
     """A run folder (``--out``) that cannot be used as asked: the message says what to do instead."""
 
@@ -52,4 +56,4 @@ class CheckpointError(UserInputError):
         return (type(self), (self.path, self.detail, self.what))
 
 
-__all__ = ["UserInputError", "SettingsError", "RunDirError", "CheckpointError", "one_line"]
+__all__ = ["UserInputError", "SettingsError", "ModalityError", "RunDirError", "CheckpointError", "one_line"]
