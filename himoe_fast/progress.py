@@ -41,6 +41,7 @@ class Reporter:
         from rich.console import Console
 
         self.description = description
+        self.title = description          # the closing line names the job, not its last step
         self.total = total
         self.done = 0
         self.label = ""
@@ -74,18 +75,23 @@ class Reporter:
             self._bar.__exit__(exc_type, exc, tb)
             self._bar = None
         elif self.plain and exc_type is None:
-            self.print(f"{self.description}: done in {time.perf_counter() - self._t0:.1f} s")
+            self.print(f"{self.title}: done in {time.perf_counter() - self._t0:.1f} s")
 
     # ---------------------------------------------------------------------------------- updates
-    def update(self, done: int, total: int | None = None, label: Optional[str] = None) -> None:
-        """Set the absolute progress (``done`` steps of ``total``) and what was last done."""
+    def update(self, done: int, total: int | None = None, label: Optional[str] = None, *,
+               description: Optional[str] = None) -> None:
+        """Set the absolute progress (``done`` steps of ``total``), what was last done and, optionally,
+        a new description (e.g. the current epoch)."""
+        if description is not None:
+            self.description = description
         self.done = int(done)
         if total is not None:
             self.total = int(total)
         if label is not None:
             self.label = str(label)
         if self._bar is not None:
-            self._bar.update(self._task, completed=self.done, total=self.total, label=self.label)
+            self._bar.update(self._task, completed=self.done, total=self.total, label=self.label,
+                             description=self.description)
         elif self.plain:
             now = time.perf_counter()
             finished = self.total is not None and self.done >= self.total
@@ -96,9 +102,9 @@ class Reporter:
 
     __call__ = update          # a Reporter is a ProgressCallback
 
-    def advance(self, n: int = 1, label: Optional[str] = None) -> None:
+    def advance(self, n: int = 1, label: Optional[str] = None, *, description: Optional[str] = None) -> None:
         """``n`` more steps finished."""
-        self.update(self.done + n, None, label)
+        self.update(self.done + n, None, label, description=description)
 
     def print(self, text: str) -> None:
         """A plain line on stdout (shown above a live bar when one runs), unless disabled."""

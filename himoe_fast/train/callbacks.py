@@ -43,7 +43,10 @@ def load_callbacks(specs: Sequence[str]) -> list[TrainCallback]:
             factory = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as exc:
             raise UserInputError(f"--callback {spec!r}: cannot import it ({type(exc).__name__}: {exc})") from None
-        callback = factory()
+        try:
+            callback = factory()
+        except TypeError as exc:            # not callable, or it needs arguments
+            raise UserInputError(f"--callback {spec!r}: cannot build it without arguments ({exc})") from None
         if not isinstance(callback, TrainCallback):
             raise UserInputError(f"--callback {spec!r}: {attr}() gave a {type(callback).__name__}, "
                                  "not a himoe_fast.train.callbacks.TrainCallback")

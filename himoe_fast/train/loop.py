@@ -29,6 +29,7 @@ from ..config import HiMoEConfig
 from ..metrics import evaluate
 from ..io import atomic_write, atomic_write_json
 from ..errors import CheckpointError
+from ..progress import Reporter
 from .callbacks import TrainCallback
 from .checkpoint import (TRAIN_STATE_FORMAT, build_model, load_train_state, rng_state, save_checkpoint,
                          save_model, set_rng_state)
@@ -147,19 +148,6 @@ def autocast(ctx: DistContext, settings: TrainSettings):
     return nullcontext()
 
 
-def _progress(enabled: bool):
-    """A live rich bar on a terminal. Elsewhere (logs, pipes) the bar is off and ``train_fold``
-    prints one plain line per epoch instead (a bar would only be drawn once, at the end)."""
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    console = Console()
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=console, disable=not (enabled and console.is_terminal), transient=False)
-
-
 def train_fold(cfg: HiMoEConfig, settings: TrainSettings, data, split, fold_dir: str | Path,
                ctx: DistContext, *, fold_index: int = 0, resume: bool = False, progress: bool = True,
                extra: dict[str, Any] | None = None, callbacks: Sequence[TrainCallback] = ()) -> FoldResult:
@@ -217,9 +205,9 @@ def train_fold(cfg: HiMoEConfig, settings: TrainSettings, data, split, fold_dir:
                          seed=settings.seed, train=True, sampler=sampler, num_workers=settings.num_workers)
     n_batches = len(loader)
     epochs_total = settings.epochs
-    with _progress(progress and ctx.is_main) as bar:
-        total_steps = max(1, (epochs_total - start_epoch) * n_batches)
-        task = bar.add_task(f"{split.name}", total=total_steps, info="")
+    total_steps = max(1, (epochs_total - start_epoch) * n_batches)
+    # off a terminal the bar's own lines are off (every_s=inf): one plain line per epoch instead
+    with Reporter(split.name, total=total_steps, enabled=progress and ctx.is_main, every_s=math.inf) as bar:
         for epoch in range(start_epoch, epochs_total):
             if finished:
                 break
@@ -243,8 +231,8 @@ def train_fold(cfg: HiMoEConfig, settings: TrainSettings, data, split, fold_dir:
                 seen += labels.shape[0]
                 rate = seen * ctx.world_size / max(1e-9, time.perf_counter() - t_epoch)
                 last_val = history[-1]["val_score"] if history else float("nan")
-                bar.update(task, advance=1, description=f"{split.name} epoch {epoch + 1}/{epochs_total}",
-                           info=f"loss {running / seen:.3f}  val {last_val:.3f}  {rate:.0f} samples/s")
+                bar.advance(description=f"{split.name} epoch {epoch + 1}/{epochs_total}",
+                            label=f"loss {running / seen:.3f}  val {last_val:.3f}  {rate:.0f} samples/s")
             scheduler.step()
             train_loss = float(np.sum(ctx.all_gather_object(running))) / max(1, float(np.sum(ctx.all_gather_object(seen))))
 
@@ -259,10 +247,9 @@ def train_fold(cfg: HiMoEConfig, settings: TrainSettings, data, split, fold_dir:
             else:
                 bad_epochs += 1
             finished = bad_epochs >= settings.patience or epoch + 1 == epochs_total
-            if progress and ctx.is_main and not bar.console.is_terminal:
-                # a live bar only renders on a terminal; logs (nohup, CI, pipes) get one line per epoch
-                bar.console.print(f"{split.name} epoch {epoch + 1}/{epochs_total}: loss {train_loss:.4f}  "
-                                  f"val {val_score:.4f}  {history[-1]['seconds']:.1f} s", highlight=False)
+            if bar.plain:
+                bar.print(f"{split.name} epoch {epoch + 1}/{epochs_total}: loss {train_loss:.4f}  "
+                          f"val {val_score:.4f}  {history[-1]['seconds']:.1f} s")
             if ctx.is_main:
                 save_checkpoint(ckpt_path, {
                     "format": TRAIN_STATE_FORMAT, "epoch": epoch, "model": model.state_dict(),
@@ -274,7 +261,7 @@ def train_fold(cfg: HiMoEConfig, settings: TrainSettings, data, split, fold_dir:
             for cb in callbacks:
                 cb.on_epoch_end(ctx, epoch, fold_dir, ckpt_path)
             if finished and epoch + 1 < epochs_total:
-                bar.update(task, completed=total_steps)
+                bar.update(total_steps)
                 break
 
     if best_state is not None:
