@@ -510,36 +510,98 @@ def write_predictions(out: str | Path, loaded: LoadedModels, data: PredictionDat
     return rows
 
 
+#: ``offline``: the training pipeline (zero-phase filters, per-subject z-score over whole recordings);
+#: ``online``: the streaming pipeline (causal filters, running z-score; :mod:`himoe_fast.stream`)
+PREPROCESSING = ("offline", "online")
+
+
+def online_predictions(loaded: LoadedModels, data_dir: str | Path, data: PredictionData, *,
+                       batch_size: int = 1024, on_recording: Callable[[], None] | None = None
+                       ) -> tuple[PredictionData, np.ndarray]:
+    """Predict every recording of ``data`` through the streaming pipeline, as ``himoe-fast stream
+    --replay`` would, window for window (:func:`himoe_fast.stream.predict_signals`).
+
+    ``data`` (the offline windows of the same folder) gives the recordings, names and labels; the
+    windows, present-masks and predictions come from the stream's causal preprocessing. Window ``w``
+    of a recording starts at ``w * stride`` in both pipelines, so labels carry over by position
+    (windows only the stream has are unlabelled). Recordings folders only: a stream replays one.
+
+    Returns ``(data', pred [n', n_targets])`` where ``data'`` has the stream's windows.
+    """
+    from .data.recordings import read_signals, scan_recordings
+    from .stream import predict_signals
+
+    if data.dataset != "recordings":
+        raise DatasetError(Path(data_dir), "online preprocessing replays recordings folders "
+                                           f"(DIR/<subject>/<recording>/...), not {data.dataset} data")
+    layout = scan_recordings(data_dir)
+    folders = {f"{s}/{r}": folder for s, r, folder in layout.recordings}
+    cfg = loaded.cfg
+    preds, avail, trial, subject, labels = [], [], [], [], []
+    for t in np.unique(data.trial):
+        t = int(t)
+        name = data.trial_names[t]
+        sig = read_signals(layout, folders[name], [m for m in cfg.modality_names if m not in data.missing_modalities])
+        pred, present, _ = predict_signals(loaded, {k: (x, ts) for k, (x, ts, _) in sig.items()}, t0=0.0,
+                                           stride_s=data.stride_s, batch_size=batch_size)
+        n = pred.shape[0]
+        off = data.labels[data.trial == t]
+        lab = np.full((n, cfg.n_targets), np.nan, np.float32)
+        k = min(n, off.shape[0])
+        lab[:k] = off[:k]
+        preds.append(pred)
+        avail.append(present)
+        trial.append(np.full(n, t, np.int64))
+        subject.append(np.full(n, int(data.subject[data.trial == t][0]), np.int64))
+        labels.append(lab)
+        if on_recording is not None:
+            on_recording()
+    cat = (lambda xs, shape: np.concatenate(xs) if xs else np.zeros(shape))
+    online = PredictionData({}, cat(avail, (0, cfg.n_modalities)).astype(bool), cat(trial, (0,)).astype(np.int64),
+                            cat(subject, (0,)).astype(np.int64), cat(labels, (0, cfg.n_targets)).astype(np.float32),
+                            data.trial_names, data.subject_names, data.stride_s, data.dataset,
+                            data.missing_modalities)
+    return online, cat(preds, (0, cfg.n_targets)).astype(np.float32)
+
+
 def run_predict(model_path: str | Path, data_dir: str | Path, out: str | Path, *, fold: str | None = None,
                 dataset: str = "auto", impl: str = "fast", device: str | None = None, batch_size: int = 1024,
                 stride_s: float | None = None, subjects: int | None = None, resample: bool = False,
-                plots: bool = True, progress: bool = True, seq_len: int | None = None, mode: str = "causal") -> dict:
+                plots: bool = True, progress: bool = True, seq_len: int | None = None, mode: str = "causal",
+                preprocessing: str = "offline") -> dict:
     """``himoe-fast predict`` as a function: load models, preprocess data, predict, write ``out``.
 
+    ``preprocessing="online"`` runs recordings through the streaming pipeline instead
+    (:func:`online_predictions`; equal to ``himoe-fast stream --replay`` window for window).
     Returns ``info`` (what was used, windows, seconds, windows/s) plus ``summary`` rows.
     """
-    from .data.prepare import _progress
+    from .progress import Reporter
 
+    if preprocessing not in PREPROCESSING:
+        raise ValueError(f"preprocessing must be one of {PREPROCESSING}, got {preprocessing!r}")
     loaded = load_models(model_path, fold, impl=impl, device=device, seq_len=seq_len)
     data = load_prediction_data(data_dir, loaded.cfg, dataset=dataset, stride_s=stride_s, subjects=subjects,
                                 resample=resample, progress=progress)
+    t0 = time.perf_counter()
+    if preprocessing == "online":
+        n_rec = int(np.unique(data.trial).size)
+        with Reporter("streaming recordings", total=n_rec, enabled=progress, transient=True) as rep:
+            data, pred = online_predictions(loaded, data_dir, data, batch_size=batch_size, on_recording=rep.advance)
+        how = f"online preprocessing, causal sequences of T={loaded.seq_len} (as a stream)"
+    else:
+        with Reporter("predicting windows", total=int(data.trial.size), enabled=progress, transient=True) as rep:
+            pred = predict_windows(loaded, data.windows, data.available, data.trial, mode=mode,
+                                   batch_size=batch_size, on_batch=rep.advance)
+        how = ("window by window (no temporal stage)" if all(windows_independent(m) for m in loaded.models)
+               else f"causal sequences of T={loaded.seq_len}" if mode == "causal" else f"blocks of T={loaded.seq_len}")
+    seconds = time.perf_counter() - t0
     n = int(data.trial.size)
-    with _progress(progress, n, "predicting windows") as advance:
-        t0 = time.perf_counter()
-        def done(k: int) -> None:
-            for _ in range(k):
-                advance()
-
-        pred = predict_windows(loaded, data.windows, data.available, data.trial, mode=mode,
-                               batch_size=batch_size, on_batch=done)
-        seconds = time.perf_counter() - t0
-    how = ("window by window (no temporal stage)" if all(windows_independent(m) for m in loaded.models)
-           else f"causal sequences of T={loaded.seq_len}" if mode == "causal" else f"blocks of T={loaded.seq_len}")
     info = {"data": str(data_dir), "dataset": data.dataset, "windows": n, "recordings": int(np.unique(data.trial).size),
-            "mode": how, "seconds": round(seconds, 3), "windows_per_s": round(n / max(seconds, 1e-9), 1)}
+            "mode": how, "preprocessing": preprocessing, "seconds": round(seconds, 3),
+            "windows_per_s": round(n / max(seconds, 1e-9), 1)}
     n_plots = int(np.unique(data.trial).size) if plots else 0
-    with _progress(progress and n_plots > 0, n_plots, "plotting") as advance_plot:
-        rows = write_predictions(out, loaded, data, pred, plots=plots, info=info, on_plot=advance_plot)
+    with Reporter("plotting", total=n_plots, enabled=progress and n_plots > 0, transient=True) as rep:
+        rows = write_predictions(out, loaded, data, pred, plots=plots, info=info, on_plot=rep.advance)
     info["summary"] = rows
     info["metrics"] = overall_metrics(data, pred, loaded.cfg)
     info["model"] = loaded.description
@@ -548,5 +610,6 @@ def run_predict(model_path: str | Path, data_dir: str | Path, out: str | Path, *
 
 
 __all__ = ["LoadedModels", "PredictionData", "load_models", "load_prediction_data", "predict_windows",
+           "online_predictions", "PREPROCESSING",
            "windows_independent", "sequence_plan", "write_predictions", "run_predict", "pick_device",
            "summarize", "overall_metrics", "predictions_csv", "detect_dataset"]

@@ -336,6 +336,46 @@ def test_stream_replay_cli_equals_offline(recordings, tmp_path):
     assert [r["present_emg"] for r in rows][-3:] == ["0", "0", "0"]          # EMG stopped 5 s early
 
 
+@pytest.mark.parametrize("temporal", ["none", "align+context"])
+def test_online_predict_equals_the_stream_window_for_window(recordings, tmp_path, temporal):
+    """``predict --preprocessing online`` writes what a stream fed in chunks emits, for every recording."""
+    from himoe_fast.data import recordings_config
+    from himoe_fast.data.recordings import read_signals, scan_recordings
+    from himoe_fast.predict import load_models, run_predict
+
+    cfg = recordings_config(recordings, ["eeg", "gsr", "emg"]).replace(
+        d_model=16, expert_hidden=24, router_dim=8, temporal=temporal, causal=True, max_shift=2)
+    model = tmp_path / "m.pt"
+    from himoe_fast.train.checkpoint import save_model
+
+    save_model(model, perturbed(cfg), cfg, extra={"model_name": "himoe", "run_config": {"data": {"seq_len": 4}}})
+    info = run_predict(model, recordings, tmp_path / "online", subjects=1, preprocessing="online", plots=False,
+                       progress=False, impl="reference")
+    assert info["preprocessing"] == "online"
+    rows = list(csv.DictReader(open(tmp_path / "online" / "predictions.csv")))
+    layout = scan_recordings(recordings)
+    loaded = load_models(model, impl="reference")
+    checked = 0
+    for subj, rec, folder in layout.recordings[:4]:                     # subject 1's 4 recordings
+        mine = [r for r in rows if r["recording"] == f"{subj}/{rec}"]
+        sig = read_signals(layout, folder, cfg.modality_names)
+        sp = StreamPredictor(loaded, t0=0.0, max_delay_s=1.0, expect=tuple(sig))
+        live = []
+        for lo in np.arange(0.0, 26.0, 0.7):                            # 0.7 s chunks, modalities interleaved
+            for name, (x, ts, _) in sig.items():
+                sel = (ts >= lo) & (ts < lo + 0.7)
+                if sel.any():
+                    live += sp.push(name, x[sel], ts[sel])
+        live += sp.flush()
+        assert len(mine) == len(live) > 0
+        got = np.array([[float(r["valence"]), float(r["arousal"])] for r in mine])
+        assert np.allclose(got, np.array([p.values for p in live]), atol=2e-4)
+        present = np.array([[r[f"present_{m}"] == "1" for m in cfg.modality_names] for r in mine])
+        assert np.array_equal(present, np.array([p.present for p in live]))
+        checked += 1
+    assert checked == 4 and len(rows) == sum(1 for r in rows if r["recording"].startswith("sub-01/"))
+
+
 def test_recordings_train_eval_predict_end_to_end(recordings, tmp_path):
     run = tmp_path / "run"
     res = run_cli(["train", "--dataset", "recordings", "--data-dir", recordings, "--epochs", "2", "--protocol", "holdout",
