@@ -1,4 +1,9 @@
-// Masked NT-Xent, CPU kernels: tiled Gram blocks, each computed once for all modality pairs.
+// Masked NT-Xent, CPU algorithm: tiled Gram blocks, each computed once for all modality pairs.
+//
+// Layers (one file each): ntxent_cpu_tiles.{h,cpp} the compacted layout and the tile scheduler,
+// ntxent_cpu_gemm.{h,cpp} the BLAS shim, ntxent_cpu_vec.{h,cpp} the element-wise exp loops and the
+// online log-sum-exp; this file holds what one tile does in the forward and the backward and the two
+// entry points. README.md says why the CUDA kernels take another route.
 //
 // Layout. The tokens present in modality i are gathered ("compacted") into rows off[i]..off[i+1] of
 // U [rows, d] (normalised) with their pair masks Mk [rows, M]; absent tokens are never anchors nor
@@ -32,267 +37,34 @@
 // results are deterministic for a given thread count.
 #include "ntxent_cpu.h"
 
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <dlfcn.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <limits>
-#include <type_traits>
 #include <vector>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__INTEL_COMPILER)
-// Run-time dispatch of the element-wise tile loops (glibc ifunc): the shipped build stays generic
-// x86-64, the loops still get AVX2 / AVX-512 on machines that have them.
-#define HIMOE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define HIMOE_CLONES
-#endif
+#include "ntxent_cpu_gemm.h"
+#include "ntxent_cpu_tiles.h"
+#include "ntxent_cpu_vec.h"
 
 namespace himoe {
 namespace cpu {
 namespace {
 
 // ---------------------------------------------------------------------------------------------
-// BLAS. ATen's cpublas::gemm is not exported to extensions, so: MKL's LP64 Fortran sgemm_/dgemm_
-// from the already loaded libtorch_cpu when torch is built with MKL (resolved once with dlsym), else
-// at::addmm_out on from_blob views (portable, a few microseconds more per call).
-using sgemm_t = void (*)(const char*, const char*, const int*, const int*, const int*, const float*, const float*,
-                         const int*, const float*, const int*, const float*, float*, const int*);
-using dgemm_t = void (*)(const char*, const char*, const int*, const int*, const int*, const double*, const double*,
-                         const int*, const double*, const int*, const double*, double*, const int*);
-
-struct Blas {
-  sgemm_t sgemm = nullptr;
-  dgemm_t dgemm = nullptr;
-};
-
-const Blas& blas() {
-  static const Blas b = [] {
-    Blas r;
-#if defined(__linux__)
-    if (std::getenv("HIMOE_FAST_NTXENT_ATEN_GEMM") == nullptr) {
-      void* h = dlopen("libtorch_cpu.so", RTLD_NOLOAD | RTLD_LAZY);
-      if (h != nullptr && dlsym(h, "mkl_get_max_threads") != nullptr) {  // MKL: sgemm_ is the LP64 one
-        r.sgemm = reinterpret_cast<sgemm_t>(dlsym(h, "sgemm_"));
-        r.dgemm = reinterpret_cast<dgemm_t>(dlsym(h, "dgemm_"));
-      }
-    }
-#endif
-    return r;
-  }();
-  return b;
-}
-
-inline bool fits_int(int64_t v) { return v <= std::numeric_limits<int>::max(); }
-
+// The compacted operands of one call: the scheduler's layout plus the typed data.
 template <typename T>
-void aten_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* A, int64_t lda, const T* B,
-               int64_t ldb, T beta, T* C, int64_t ldc) {
-  const auto opts = at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value);
-  at::Tensor a = ta ? at::from_blob(const_cast<T*>(A), {k, m}, {lda, 1}, opts).t()
-                    : at::from_blob(const_cast<T*>(A), {m, k}, {lda, 1}, opts);
-  at::Tensor b = tb ? at::from_blob(const_cast<T*>(B), {n, k}, {ldb, 1}, opts).t()
-                    : at::from_blob(const_cast<T*>(B), {k, n}, {ldb, 1}, opts);
-  at::Tensor c = at::from_blob(C, {m, n}, {ldc, 1}, opts);
-  at::addmm_out(c, c, a, b, beta, alpha);  // beta == 0 ignores c's old values
-}
-
-// Row-major C[m x n] = alpha * op(A) op(B) + beta * C.
-template <typename T>
-void rm_gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, T alpha, const T* A, int64_t lda,
-             const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
-  if (m == 0 || n == 0) return;
-  if (k == 0) {
-    for (int64_t r = 0; r < m; ++r)
-      for (int64_t c = 0; c < n; ++c) C[r * ldc + c] = beta == T(0) ? T(0) : beta * C[r * ldc + c];
-    return;
-  }
-  // Column-major BLAS sees row-major X as X^T: C^T = op(B)^T op(A)^T.
-  const char opa = tb ? 'T' : 'N', opb = ta ? 'T' : 'N';
-  if (fits_int(m) && fits_int(n) && fits_int(k) && fits_int(lda) && fits_int(ldb) && fits_int(ldc)) {
-    const int M_ = static_cast<int>(n), N_ = static_cast<int>(m), K_ = static_cast<int>(k);
-    const int la = static_cast<int>(ldb), lb = static_cast<int>(lda), lc = static_cast<int>(ldc);
-    if constexpr (std::is_same_v<T, float>) {
-      if (blas().sgemm) return blas().sgemm(&opa, &opb, &M_, &N_, &K_, &alpha, B, &la, A, &lb, &beta, C, &lc);
-    } else {
-      if (blas().dgemm) return blas().dgemm(&opa, &opb, &M_, &N_, &K_, &alpha, B, &la, A, &lb, &beta, C, &lc);
-    }
-  }
-  aten_gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Element-wise loops. float: a Cody-Waite + degree-6 polynomial exp (cephes expf, ~1 ulp) written
-// so that GCC vectorises it without -ffast-math; double: std::exp (only used by gradcheck).
-static inline float exp_poly(float x) {
-  x = x > -87.0f ? x : -87.0f;  // (maxss / minss forms: branch-free, so the loops vectorise)
-  x = x < 88.0f ? x : 88.0f;
-  const float t = x * 1.44269504088896341f;
-  const float fn = (t + 12582912.0f) - 12582912.0f;  // round to nearest (1.5 * 2^23 trick)
-  float r = x - fn * 0.693359375f;
-  r = r - fn * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(fn) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
-}
-
-// x[k] = exp(x[k] * s - c)
-HIMOE_CLONES void exp_affine(float* __restrict x, int64_t n, float s, float c) {
-  for (int64_t k = 0; k < n; ++k) x[k] = exp_poly(x[k] * s - c);
-}
-void exp_affine(double* __restrict x, int64_t n, double s, double c) {
-  for (int64_t k = 0; k < n; ++k) x[k] = std::exp(x[k] * s - c);
-}
-
-// x[k] = exp(x[k] * s - c) * m[k]
-HIMOE_CLONES void exp_affine_mul(float* __restrict x, const float* __restrict m, int64_t n, float s, float c) {
-  for (int64_t k = 0; k < n; ++k) x[k] = exp_poly(x[k] * s - c) * m[k];
-}
-void exp_affine_mul(double* __restrict x, const double* __restrict m, int64_t n, double s, double c) {
-  for (int64_t k = 0; k < n; ++k) x[k] = std::exp(x[k] * s - c) * m[k];
-}
-
-// x[b] = exp(x[b] * s - c) * (ra * mb[b] + ma * rb[b])   (one row of a cross tile, backward)
-HIMOE_CLONES void exp_affine_rank2(float* __restrict x, const float* __restrict mb, const float* __restrict rb,
-                                   int64_t n, float s, float c, float ra, float ma) {
-  for (int64_t k = 0; k < n; ++k) x[k] = exp_poly(x[k] * s - c) * (ra * mb[k] + ma * rb[k]);
-}
-void exp_affine_rank2(double* __restrict x, const double* __restrict mb, const double* __restrict rb, int64_t n,
-                      double s, double c, double ra, double ma) {
-  for (int64_t k = 0; k < n; ++k) x[k] = std::exp(x[k] * s - c) * (ra * mb[k] + ma * rb[k]);
-}
-
-template <typename T>
-inline T dot(const T* __restrict x, const T* __restrict y, int64_t n) {
-  T s = 0;
-  for (int64_t k = 0; k < n; ++k) s += x[k] * y[k];
-  return s;
-}
-
-template <typename T>
-inline void axpy(T* __restrict y, const T* __restrict x, T a, int64_t n) {
-  for (int64_t k = 0; k < n; ++k) y[k] += a * x[k];
-}
-
-// ---------------------------------------------------------------------------------------------
-template <typename T>
-struct Problem {
-  int64_t M = 0, d = 0, rows = 0;
-  std::vector<int64_t> off;      // [M + 1] first compact row of each modality
-  std::vector<uint8_t> qual;     // [M * M] pair (i, j) qualifies
-  std::vector<uint8_t> active;   // [M] modality has at least one qualifying pair
-  const T* U = nullptr;          // [rows, d]
-  const T* Mk = nullptr;         // [rows, M]
+struct Problem : PairLayout {
+  int64_t d = 0, rows = 0;
+  const T* U = nullptr;          // [rows, d] normalised embeddings of the present tokens
+  const T* Mk = nullptr;         // [rows, M] their pair masks
   T inv_tau = 0, shift = 0;
-  bool shared = true;
-  // Cross blocks run over the tokens present in BOTH modalities (the only ones that count there):
-  // for pair i < j, the compact rows of its n_ij shared tokens in modality i and in modality j.
-  std::vector<int64_t> poff, pn;        // [M * M] offset into prow_*, n_ij
-  std::vector<int64_t> prow_i, prow_j;  // concatenated over the pairs
+  bool shared = true;            // shared-shift mode (see the header of this file)
 };
-
-struct Task {
-  int32_t i, j;
-  int64_t a0, a1, b0, b1;
-  int64_t cost;
-};
-
-int64_t tile_size() {
-  static const int64_t fallback = 256;
-  const char* env = std::getenv("HIMOE_FAST_NTXENT_TILE");  // tests use tiny tiles
-  if (env && *env) {
-    const long v = std::strtol(env, nullptr, 10);
-    if (v >= 1) return v;
-  }
-  return fallback;
-}
-
-template <typename T>
-std::vector<Task> make_tasks(const Problem<T>& P, int64_t tile) {
-  std::vector<Task> tasks;
-  for (int32_t i = 0; i < P.M; ++i) {
-    if (!P.active[i]) continue;
-    const int64_t n = P.off[i + 1] - P.off[i];
-    for (int64_t a0 = 0; a0 < n; a0 += tile)
-      for (int64_t b0 = a0; b0 < n; b0 += tile) {
-        const int64_t a1 = std::min(n, a0 + tile), b1 = std::min(n, b0 + tile);
-        tasks.push_back({i, i, a0, a1, b0, b1, (a1 - a0) * (b1 - b0) / (a0 == b0 ? 2 : 1) + 1});
-      }
-  }
-  for (int32_t i = 0; i < P.M; ++i)
-    for (int32_t j = i + 1; j < P.M; ++j) {
-      if (!P.qual[i * P.M + j]) continue;
-      const int64_t n = P.pn[i * P.M + j];
-      for (int64_t a0 = 0; a0 < n; a0 += tile)
-        for (int64_t b0 = 0; b0 < n; b0 += tile) {
-          const int64_t a1 = std::min(n, a0 + tile), b1 = std::min(n, b0 + tile);
-          tasks.push_back({i, j, a0, a1, b0, b1, (a1 - a0) * (b1 - b0) + 1});
-        }
-    }
-  return tasks;
-}
-
-// Longest task first onto the least loaded worker: deterministic, balanced.
-std::vector<std::vector<int64_t>> assign(const std::vector<Task>& tasks, int64_t W) {
-  std::vector<int64_t> order(tasks.size());
-  for (size_t k = 0; k < order.size(); ++k) order[k] = static_cast<int64_t>(k);
-  std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return tasks[x].cost > tasks[y].cost; });
-  std::vector<std::vector<int64_t>> per(W);
-  std::vector<int64_t> load(W, 0);
-  for (int64_t t : order) {
-    const int64_t w = std::min_element(load.begin(), load.end()) - load.begin();
-    per[w].push_back(t);
-    load[w] += tasks[t].cost;
-  }
-  return per;
-}
-
-int64_t n_workers(int64_t ntasks, int64_t buffer_bytes) {
-  int64_t W = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), ntasks));
-  // Per-worker accumulation buffers: keep them under ~512 MB together (always >= 1 worker).
-  const int64_t budget = int64_t(512) << 20;
-  if (buffer_bytes > 0) W = std::max<int64_t>(1, std::min<int64_t>(W, budget / buffer_bytes));
-  return W;
-}
-
-template <typename F>
-void run_workers(int64_t W, F&& body) {
-  if (W == 1) {
-    body(0);
-    return;
-  }
-  at::parallel_for(0, W, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t w = begin; w < end; ++w) body(w);
-  });
-}
-
-// Online log-sum-exp of the masked entries x[k * xs] (mask m[k * ms] != 0, or all when m is null;
-// k != skip) merged into the running (mx, s).
-template <typename T>
-void online_update(T& mx, T& s, const T* x, int64_t xs, const T* m, int64_t ms, int64_t n, int64_t skip) {
-  T tmax = -std::numeric_limits<T>::infinity();
-  for (int64_t k = 0; k < n; ++k)
-    if ((m == nullptr || m[k * ms] != T(0)) && k != skip) tmax = std::max(tmax, x[k * xs]);
-  if (tmax == -std::numeric_limits<T>::infinity()) return;
-  const T nm = std::max(mx, tmax);
-  T acc = (mx == -std::numeric_limits<T>::infinity()) ? T(0) : s * std::exp(mx - nm);
-  for (int64_t k = 0; k < n; ++k)
-    if ((m == nullptr || m[k * ms] != T(0)) && k != skip) acc += std::exp(x[k * xs] - nm);
-  mx = nm;
-  s = acc;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Per-worker scratch.
@@ -344,7 +116,7 @@ void forward_task(const Problem<T>& P, const Task& t, Scratch<T>& S, T* mx, T* s
   const TileRows<T> R = tile_rows(P, t, S);
   T* G = S.G.data();
   const bool diag = (i == j && t.a0 == t.b0);
-  rm_gemm<T>(false, true, Ta, Tb, d, T(1), R.UA, d, R.UB, d, T(0), G, Tb);  // G = U_A U_B^T
+  rm_gemm(false, true, Ta, Tb, d, T(1), R.UA, d, R.UB, d, T(0), G, Tb);  // G = U_A U_B^T
 
   if (i == j) {
     const T* MkA = P.Mk + R.rA * M;
@@ -354,8 +126,8 @@ void forward_task(const Problem<T>& P, const Task& t, Scratch<T>& S, T* mx, T* s
       if (diag)
         for (int64_t a = 0; a < Ta; ++a) G[a * Tb + a] = T(0);
       // row sums of every partner j at once: s_A += E Mk_B, s_B += E^T Mk_A
-      rm_gemm<T>(false, false, Ta, M, Tb, T(1), G, Tb, MkB, M, T(1), s + R.rA * M, M);
-      if (!diag) rm_gemm<T>(true, false, Tb, M, Ta, T(1), G, Tb, MkA, M, T(1), s + R.rB * M, M);
+      rm_gemm(false, false, Ta, M, Tb, T(1), G, Tb, MkB, M, T(1), s + R.rA * M, M);
+      if (!diag) rm_gemm(true, false, Tb, M, Ta, T(1), G, Tb, MkA, M, T(1), s + R.rB * M, M);
       return;
     }
     for (int64_t k = 0; k < Ta * Tb; ++k) G[k] *= P.inv_tau;  // online mode: logits
@@ -413,7 +185,7 @@ void backward_task(const Problem<T>& P, const Task& t, const T* RM, const T* MR,
   const TileRows<T> R = tile_rows(P, t, S);
   T* G = S.G.data();
   const bool diag = (i == j && t.a0 == t.b0);
-  rm_gemm<T>(false, true, Ta, Tb, d, T(1), R.UA, d, R.UB, d, T(0), G, Tb);
+  rm_gemm(false, true, Ta, Tb, d, T(1), R.UA, d, R.UB, d, T(0), G, Tb);
 
   if (i == j) {
     const T* MkA = P.Mk + R.rA * M;
@@ -421,7 +193,7 @@ void backward_task(const Problem<T>& P, const Task& t, const T* RM, const T* MR,
     if (P.shared) {
       // K = [R_A | Mk_A] [Mk_B | R_B]^T = R_A Mk_B^T + Mk_A R_B^T ; C = E o K
       T* K = S.K.data();
-      rm_gemm<T>(false, true, Ta, Tb, 2 * M, T(1), RM + R.rA * 2 * M, 2 * M, MR + R.rB * 2 * M, 2 * M, T(0), K, Tb);
+      rm_gemm(false, true, Ta, Tb, 2 * M, T(1), RM + R.rA * 2 * M, 2 * M, MR + R.rB * 2 * M, 2 * M, T(0), K, Tb);
       exp_affine_mul(G, K, Ta * Tb, P.inv_tau, P.shift);
     } else {
       const T* LA = lse + R.rA * M;
@@ -439,8 +211,8 @@ void backward_task(const Problem<T>& P, const Task& t, const T* RM, const T* MR,
     if (diag)
       for (int64_t a = 0; a < Ta; ++a) G[a * Tb + a] = T(0);
     // g_A += C U_B / tau ; g_B += C^T U_A / tau  (the diagonal tile's C already holds both directions)
-    rm_gemm<T>(false, false, Ta, d, Tb, P.inv_tau, G, Tb, R.UB, d, T(1), g + R.rA * d, d);
-    if (!diag) rm_gemm<T>(true, false, Tb, d, Ta, P.inv_tau, G, Tb, R.UA, d, T(1), g + R.rB * d, d);
+    rm_gemm(false, false, Ta, d, Tb, P.inv_tau, G, Tb, R.UB, d, T(1), g + R.rA * d, d);
+    if (!diag) rm_gemm(true, false, Tb, d, Ta, P.inv_tau, G, Tb, R.UA, d, T(1), g + R.rB * d, d);
     return;
   }
 
@@ -465,9 +237,9 @@ void backward_task(const Problem<T>& P, const Task& t, const T* RM, const T* MR,
     }
   }
   T* tmp = S.tmp.data();
-  rm_gemm<T>(false, false, Ta, d, Tb, P.inv_tau, G, Tb, R.UB, d, T(0), tmp, d);  // C U_B / tau
+  rm_gemm(false, false, Ta, d, Tb, P.inv_tau, G, Tb, R.UB, d, T(0), tmp, d);  // C U_B / tau
   for (int64_t a = 0; a < Ta; ++a) axpy(g + R.RA[a] * d, tmp + a * d, T(1), d);
-  rm_gemm<T>(true, false, Tb, d, Ta, P.inv_tau, G, Tb, R.UA, d, T(0), tmp, d);   // C^T U_A / tau
+  rm_gemm(true, false, Tb, d, Ta, P.inv_tau, G, Tb, R.UA, d, T(0), tmp, d);   // C^T U_A / tau
   for (int64_t b = 0; b < Tb; ++b) axpy(g + R.RB[b] * d, tmp + b * d, T(1), d);
 }
 
@@ -544,12 +316,11 @@ Problem<T> make_problem(const at::Tensor& Uc, const at::Tensor& Mkc, const at::T
 }
 
 template <typename T>
-at::Tensor lse_impl(const Prep& prep, const at::Tensor& present, double temperature) {
+at::Tensor lse_impl(const Prep& prep, const at::Tensor& present, double temperature, int64_t tile) {
   const int64_t M = prep.u.size(0), N = prep.u.size(1);
   const Compaction c = compact_index(present);
   const at::Tensor Uc = gather_rows(prep.u, c), Mkc = gather_rows(prep.mk, c);
   const Problem<T> P = make_problem<T>(Uc, Mkc, prep.w, c, N, temperature);
-  const int64_t tile = tile_size();
   const std::vector<Task> tasks = make_tasks(P, tile);
   const int64_t W = n_workers(static_cast<int64_t>(tasks.size()), 2 * P.rows * M * int64_t(sizeof(T)));
   const auto per = assign(tasks, W);
@@ -580,7 +351,8 @@ at::Tensor lse_impl(const Prep& prep, const at::Tensor& present, double temperat
 }
 
 template <typename T>
-at::Tensor grad_impl(const Prep& prep, const at::Tensor& present, const at::Tensor& lse, double temperature) {
+at::Tensor grad_impl(const Prep& prep, const at::Tensor& present, const at::Tensor& lse, double temperature,
+                     int64_t tile) {
   const int64_t M = prep.u.size(0), N = prep.u.size(1), d = prep.u.size(2);
   const Compaction c = compact_index(present);
   const at::Tensor Uc = gather_rows(prep.u, c), Mkc = gather_rows(prep.mk, c);
@@ -596,7 +368,6 @@ at::Tensor grad_impl(const Prep& prep, const at::Tensor& present, const at::Tens
     RM = at::cat({Rc, Mkc}, 1).contiguous();
     MR = at::cat({Mkc, Rc}, 1).contiguous();
   }
-  const int64_t tile = tile_size();
   const std::vector<Task> tasks = make_tasks(P, tile);
   const int64_t W = n_workers(static_cast<int64_t>(tasks.size()), P.rows * d * int64_t(sizeof(T)));
   const auto per = assign(tasks, W);
@@ -622,14 +393,17 @@ at::Tensor grad_impl(const Prep& prep, const at::Tensor& present, const at::Tens
 
 }  // namespace
 
-at::Tensor lse_cpu(const Prep& prep, const at::Tensor& present, double temperature) {
-  return prep.u.scalar_type() == at::kDouble ? lse_impl<double>(prep, present, temperature)
-                                             : lse_impl<float>(prep, present, temperature);
+at::Tensor lse_cpu(const Prep& prep, const at::Tensor& present, double temperature, int64_t tile) {
+  const int64_t t = tile >= 1 ? tile : default_tile();
+  return AT_DISPATCH_FLOATING_TYPES(prep.u.scalar_type(), "masked_ntxent_lse_cpu",
+                                    [&] { return lse_impl<scalar_t>(prep, present, temperature, t); });
 }
 
-at::Tensor grad_lse_cpu(const Prep& prep, const at::Tensor& present, const at::Tensor& lse, double temperature) {
-  return prep.u.scalar_type() == at::kDouble ? grad_impl<double>(prep, present, lse, temperature)
-                                             : grad_impl<float>(prep, present, lse, temperature);
+at::Tensor grad_lse_cpu(const Prep& prep, const at::Tensor& present, const at::Tensor& lse, double temperature,
+                        int64_t tile) {
+  const int64_t t = tile >= 1 ? tile : default_tile();
+  return AT_DISPATCH_FLOATING_TYPES(prep.u.scalar_type(), "masked_ntxent_grad_lse_cpu",
+                                    [&] { return grad_impl<scalar_t>(prep, present, lse, temperature, t); });
 }
 
 }  // namespace cpu

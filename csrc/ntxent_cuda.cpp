@@ -1,7 +1,9 @@
 // CUDA kernels of the masked NT-Xent ops: ATen prep (ntxent_common.h) + the plain-CUDA kernels of
-// ntxent_kernels.cu, as himoe::forward_cuda / himoe::backward_cuda (exposed by ntxent_op.cpp). Compiled only when torch has CUDA (ext.py adds it and -DHIMOE_WITH_CUDA).
+// ntxent_kernels.cu, as himoe::forward_cuda / himoe::backward_cuda (exposed by ntxent_op.cpp). Compiled only
+// when torch has CUDA (ext.py adds it and -DHIMOE_WITH_CUDA).
 // It uses only device-generic c10 headers (the current stream comes through c10's virtual guard),
 // so it also syntax-checks against a CPU build of torch (.ci/nvcc-check).
+#include <ATen/Dispatch.h>
 #include <ATen/core/LegacyTypeDispatch.h>
 #include <c10/core/DeviceGuard.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
@@ -40,15 +42,12 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& z, const at::T
   at::Tensor lse = at::zeros({M, N, M}, prep.u.options());
   const at::Tensor w = prep.w.contiguous();
   const cudaStream_t stream = current_stream(z.device());
-  if (z.scalar_type() == at::kDouble)
-    check_cuda(himoe_cuda::ntxent_lse<double>(prep.u.data_ptr<double>(), prep.mk.data_ptr<double>(),
-                                              w.data_ptr<double>(), lse.data_ptr<double>(), M, N, d,
-                                              1.0 / temperature, stream),
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "masked_ntxent_lse_cuda", [&] {
+    check_cuda(himoe_cuda::ntxent_lse<scalar_t>(prep.u.data_ptr<scalar_t>(), prep.mk.data_ptr<scalar_t>(),
+                                                w.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>(), M, N, d,
+                                                1.0 / temperature, stream),
                "ntxent_lse");
-  else
-    check_cuda(himoe_cuda::ntxent_lse<float>(prep.u.data_ptr<float>(), prep.mk.data_ptr<float>(), w.data_ptr<float>(),
-                                             lse.data_ptr<float>(), M, N, d, 1.0 / temperature, stream),
-               "ntxent_lse");
+  });
   at::Tensor loss = assemble_loss(prep, lse, temperature);
   return {loss, lse};
 }
@@ -65,16 +64,12 @@ at::Tensor backward_cuda(const at::Tensor& grad, const at::Tensor& z, const at::
   const at::Tensor w = prep.w.contiguous();
   at::Tensor gu = at::zeros_like(prep.u);
   const cudaStream_t stream = current_stream(z.device());
-  if (z.scalar_type() == at::kDouble)
-    check_cuda(himoe_cuda::ntxent_grad_lse<double>(prep.u.data_ptr<double>(), prep.mk.data_ptr<double>(),
-                                                   w.data_ptr<double>(), L.data_ptr<double>(), gu.data_ptr<double>(), M,
-                                                   N, d, 1.0 / temperature, stream),
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "masked_ntxent_grad_lse_cuda", [&] {
+    check_cuda(himoe_cuda::ntxent_grad_lse<scalar_t>(prep.u.data_ptr<scalar_t>(), prep.mk.data_ptr<scalar_t>(),
+                                                     w.data_ptr<scalar_t>(), L.data_ptr<scalar_t>(),
+                                                     gu.data_ptr<scalar_t>(), M, N, d, 1.0 / temperature, stream),
                "ntxent_grad_lse");
-  else
-    check_cuda(himoe_cuda::ntxent_grad_lse<float>(prep.u.data_ptr<float>(), prep.mk.data_ptr<float>(),
-                                                  w.data_ptr<float>(), L.data_ptr<float>(), gu.data_ptr<float>(), M, N,
-                                                  d, 1.0 / temperature, stream),
-               "ntxent_grad_lse");
+  });
   return finish_grad(prep, gu, grad, temperature);
 }
 

@@ -2,8 +2,8 @@
 
 The extension is built once and cached on disk (``$HIMOE_FAST_EXT_CACHE``, else
 ``$HIMOE_FAST_CACHE/ext``, default ``~/.cache/himoe-fast/ext``); tests that need it are skipped when
-it cannot be built here. Small tiles (``HIMOE_FAST_NTXENT_TILE``) make tiny inputs exercise the
-multi-tile paths. The CUDA kernels are compile-checked with nvcc and, on CPU threads, run through
+it cannot be built here. Small tiles (the CPU kernels' ``tile`` argument) make tiny inputs exercise
+the multi-tile paths. The CUDA kernels are compile-checked with nvcc and, on CPU threads, run through
 csrc/cuda_emulation.h; on a machine with a GPU they also run for real.
 """
 
@@ -35,11 +35,37 @@ def built():
     return module
 
 
-def _compare(z, present, tau, *, rtol=1e-4, grad_atol=1e-5, grad_rtol=1e-4):
+class _TiledExt(torch.autograd.Function):
+    """The extension's CPU kernels called directly with a Gram tile edge of ``tile`` (the ops use the
+    default of 256, which tiny test inputs never exceed)."""
+
+    @staticmethod
+    def forward(ctx, z, present, tau, tile):
+        module = ext.load_extension(warn=False)
+        loss, lse = module.forward_cpu(z, present, tau, tile=tile)
+        ctx.save_for_backward(z, present, lse)
+        ctx.tau, ctx.tile = tau, tile
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, present, lse = ctx.saved_tensors
+        module = ext.load_extension(warn=False)
+        return module.backward_cpu(grad, z, present, lse, ctx.tau, tile=ctx.tile), None, None, None
+
+
+def _ext_loss(z, present, tau, tile=None):
+    """``masked_ntxent(backend="ext")``, or the CPU kernels with a small ``tile``."""
+    if tile is None:
+        return masked_ntxent(z, present, tau, backend="ext")
+    return _TiledExt.apply(z, present, tau, tile)
+
+
+def _compare(z, present, tau, *, tile=None, rtol=1e-4, grad_atol=1e-5, grad_rtol=1e-4):
     z_ref = z.detach().clone().requires_grad_(True)
     z_ext = z.detach().clone().requires_grad_(True)
     ref = masked_ntxent(z_ref, present, tau, backend="torch")
-    got = masked_ntxent(z_ext, present, tau, backend="ext")
+    got = _ext_loss(z_ext, present, tau, tile)
     assert got.shape == () and got.dtype == z.dtype
     torch.testing.assert_close(got, ref.detach(), rtol=rtol, atol=1e-6)
     ref.backward()
@@ -63,13 +89,11 @@ CASES = [  # M, N, d, p(present), tau, tile
 
 
 @pytest.mark.parametrize("M,N,d,p,tau,tile", CASES)
-def test_matches_torch(built, monkeypatch, M, N, d, p, tau, tile):
-    if tile is not None:
-        monkeypatch.setenv("HIMOE_FAST_NTXENT_TILE", str(tile))
+def test_matches_torch(built, M, N, d, p, tau, tile):
     g = torch.Generator().manual_seed(1000 * M + N)
     z = torch.randn(M, N, d, generator=g)
     present = torch.rand(M, N, generator=g) < p
-    _compare(z, present, tau)
+    _compare(z, present, tau, tile=tile)
 
 
 def test_pairs_with_fewer_than_two_shared_tokens_are_skipped(built):
@@ -80,12 +104,11 @@ def test_pairs_with_fewer_than_two_shared_tokens_are_skipped(built):
     _compare(z, present, 0.5)
 
 
-def test_modality_absent_everywhere(built, monkeypatch):
-    monkeypatch.setenv("HIMOE_FAST_NTXENT_TILE", "4")
+def test_modality_absent_everywhere(built):
     z = torch.randn(4, 19, 6)
     present = torch.rand(4, 19) < 0.8
     present[1] = False
-    _compare(z, present, 0.2)
+    _compare(z, present, 0.2, tile=4)
 
 
 def test_nothing_qualifies_gives_differentiable_zero(built):
@@ -120,22 +143,20 @@ def test_zero_vectors_and_non_contiguous_input(built):
 
 
 @pytest.mark.parametrize("tau", [0.4, 0.002])  # shared-shift and online modes in float64
-def test_gradcheck_float64(built, monkeypatch, tau):
-    monkeypatch.setenv("HIMOE_FAST_NTXENT_TILE", "3")
+def test_gradcheck_float64(built, tau):
     g = torch.Generator().manual_seed(7)
     z = torch.randn(3, 7, 4, dtype=torch.float64, generator=g, requires_grad=True)
     present = torch.rand(3, 7, generator=g) < 0.8
     present[:, :2] = True
     if tau < 0.01:  # keep the softmax from saturating so finite differences mean something
         z = (z.detach() * 0.02 + torch.randn(1, 7, 4, dtype=torch.float64, generator=g)).requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda t: masked_ntxent(t, present, tau, backend="ext"), (z,))
+    assert torch.autograd.gradcheck(lambda t: _ext_loss(t, present, tau, tile=3), (z,))
 
 
-def test_float64_matches_torch_tightly(built, monkeypatch):
-    monkeypatch.setenv("HIMOE_FAST_NTXENT_TILE", "5")
+def test_float64_matches_torch_tightly(built):
     z = torch.randn(4, 23, 6, dtype=torch.float64)
     present = torch.rand(4, 23) < 0.75
-    _compare(z, present, 0.15, rtol=1e-10, grad_atol=1e-12, grad_rtol=1e-9)
+    _compare(z, present, 0.15, tile=5, rtol=1e-10, grad_atol=1e-12, grad_rtol=1e-9)
 
 
 def test_opcheck(built):
@@ -222,14 +243,13 @@ def test_first_execution_of_the_op_loads_the_kernels(built):
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-3000:]
 
 
-def test_deterministic(built, monkeypatch):
-    monkeypatch.setenv("HIMOE_FAST_NTXENT_TILE", "16")
+def test_deterministic(built):
     z = torch.randn(4, 100, 16)
     present = torch.rand(4, 100) < 0.8
     grads = []
     for _ in range(2):
         zz = z.clone().requires_grad_(True)
-        masked_ntxent(zz, present, 0.1, backend="ext").backward()
+        _ext_loss(zz, present, 0.1, tile=16).backward()
         grads.append(zz.grad)
     assert torch.equal(grads[0], grads[1])
 
@@ -470,3 +490,21 @@ def test_cuda_matches_torch(built, M, N, d, p, tau):
     _compare(z, present, tau)
     zd = z.double().requires_grad_(True)
     assert torch.autograd.gradcheck(lambda t: masked_ntxent(t, present, tau, backend="ext"), (zd[:, :9, :5],))
+
+
+def test_build_hash_covers_every_included_source():
+    """Every file the CPU sources include with quotes is in ext's source/header lists (so editing
+    it rebuilds), and every listed file is shipped in csrc/."""
+    import re
+
+    csrc = ext.csrc_dir()
+    listed = set(ext.CPU_SOURCES + ext.CPU_HEADERS)
+    todo, seen = list(ext.CPU_SOURCES), set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo += re.findall(r'^#include "([^"]+)"', (csrc / name).read_text(), flags=re.M)
+    assert seen <= listed, sorted(seen - listed)
+    assert all((csrc / f).is_file() for f in listed | set(ext.CUDA_SOURCES + ext.CUDA_HEADERS))

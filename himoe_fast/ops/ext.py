@@ -44,8 +44,10 @@ from types import ModuleType
 
 import torch
 
-CPU_SOURCES = ("ntxent_op.cpp", "ntxent_cpu.cpp")
-CPU_HEADERS = ("ntxent_common.h", "ntxent_cpu.h")
+# Longest compile first: ninja builds the translation units in parallel, so the short layers (tiles,
+# GEMM shim, vector math) finish next to the binding and the algorithm.
+CPU_SOURCES = ("ntxent_op.cpp", "ntxent_cpu.cpp", "ntxent_cpu_gemm.cpp", "ntxent_cpu_tiles.cpp", "ntxent_cpu_vec.cpp")
+CPU_HEADERS = ("ntxent_common.h", "ntxent_cpu.h", "ntxent_cpu_gemm.h", "ntxent_cpu_tiles.h", "ntxent_cpu_vec.h")
 CUDA_SOURCES = ("ntxent_cuda.cpp", "ntxent_kernels.cu")
 CUDA_HEADERS = ("ntxent_kernels.cuh",)
 CFLAGS = ("-O3", "-fno-trapping-math", "-fopenmp")  # no -march=native (caches may be shared across
