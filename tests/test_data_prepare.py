@@ -261,19 +261,19 @@ def test_no_cache_left_after_an_error(tmp_path, monkeypatch):
     assert not (cache / "windows").exists() or not any((cache / "windows").iterdir())
     # a failure while writing the entry leaves neither a partial entry nor temporary files
     write_synthetic_deap(d, n_subjects=3, seed=0, n_trials=2, trial_s=6.0)
-    import himoe_fast.data.prepare as prep
+    import himoe_fast.data.cache as cache_mod
 
-    real = prep._write_cache
+    real = cache_mod.write_windows_entry
 
     def failing(tmp, *args, **kwargs):
         real(tmp, *args, **kwargs)
         raise OSError("disk full")
 
-    monkeypatch.setattr(prep, "_write_cache", failing)
+    monkeypatch.setattr(cache_mod, "write_windows_entry", failing)
     with pytest.raises(OSError, match="disk full"):
         _prep(d, _cfg(), cache)
     assert not any((cache / "windows").iterdir())
-    monkeypatch.setattr(prep, "_write_cache", real)
+    monkeypatch.setattr(cache_mod, "write_windows_entry", real)
     assert _prep(d, _cfg(), cache).meta["from_cache"] is False
 
 

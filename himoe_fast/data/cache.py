@@ -10,6 +10,9 @@
   for files added to a folder that exists); on any error the temporary folder
   is removed, so a cache entry is either complete or absent. Concurrent writers of the same entry
   each build their own temporary folder; the first rename wins and the others are discarded.
+* Window entries (:func:`read_windows_entry`, :func:`store_windows_entry`): one folder per prepared
+  data set, ``win_<i>.npy`` per modality (float32 ``[n, C, S]``, memory-mapped on load), ``labels``,
+  ``subject``, ``trial``, ``available`` ``.npy`` and ``meta.json`` (with the key that must match).
 """
 
 from __future__ import annotations
@@ -22,9 +25,12 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
+
+import numpy as np
 
 from ..io import cache_root  # noqa: F401  (re-exported: the one cache root lives in himoe_fast.io)
+from .errors import DatasetError
 
 TMP_PREFIX = ".tmp-"
 STALE_TMP_S = 24 * 3600.0
@@ -105,3 +111,61 @@ def staged_files(folder: str | os.PathLike) -> Iterator[Path]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+
+
+# ------------------------------------------------------------------------------------ window entries
+#: The per-window arrays of an entry besides the windows themselves.
+WINDOW_ARRAYS = ("labels", "subject", "trial", "available")
+
+
+def read_windows_entry(folder: Path, names: Sequence[str], key: str) -> dict | None:
+    """The entry in ``folder`` if it is complete and made for ``key``: ``{array: ndarray, "windows":
+    {modality: memmap}, "meta": dict}``; None when absent, unreadable or stale."""
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("key") != key:
+            return None
+        out = {a: np.load(folder / f"{a}.npy") for a in WINDOW_ARRAYS}
+        out["windows"] = {m: np.load(folder / f"win_{i}.npy", mmap_mode="r") for i, m in enumerate(names)}
+        out["meta"] = meta
+        return out
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def write_windows_entry(tmp: Path, chunks: dict[str, list[np.ndarray]], arrays: dict[str, np.ndarray],
+                        names: Sequence[str], meta: dict) -> None:
+    """Write an entry's files into the (temporary) folder ``tmp``: the per-subject window chunks are
+    streamed into one ``.npy`` per modality (the chunk lists are emptied as they are written)."""
+    for i, m in enumerate(names):
+        parts = chunks[m]
+        n = sum(p.shape[0] for p in parts)
+        shape = (n, *parts[0].shape[1:]) if parts else (0,)
+        out = np.lib.format.open_memmap(tmp / f"win_{i}.npy", mode="w+", dtype=np.float32, shape=shape)
+        row = 0
+        while parts:
+            p = parts.pop(0)
+            out[row:row + p.shape[0]] = p
+            row += p.shape[0]
+        out.flush()
+        del out
+    for a in WINDOW_ARRAYS:
+        np.save(tmp / f"{a}.npy", arrays[a])
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+
+
+def store_windows_entry(folder: Path, chunks: dict[str, list[np.ndarray]], arrays: dict[str, np.ndarray],
+                        names: Sequence[str], meta: dict) -> dict:
+    """Write the entry ``folder`` atomically (:func:`atomic_dir`) and return it read back
+    (:func:`read_windows_entry`), windows memory-mapped."""
+    remove_stale_tmp(folder.parent)
+    with atomic_dir(folder) as tmp:
+        write_windows_entry(tmp, chunks, arrays, names, meta)
+    hit = read_windows_entry(folder, names, meta["key"])
+    if hit is None:   # pragma: no cover - only if the folder vanished right after writing
+        raise DatasetError(folder, "cache entry could not be read back")
+    return hit
+
+
+__all__ = ["cache_root", "file_identity", "cache_key", "remove_stale_tmp", "atomic_dir", "staged_files",
+           "WINDOW_ARRAYS", "read_windows_entry", "write_windows_entry", "store_windows_entry"]

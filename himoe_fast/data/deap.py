@@ -48,14 +48,23 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
-from ..config import DEAP_SFREQ, DEAP_TARGETS
+from ..config import (DEAP_FACE_FEATURES, DEAP_MODALITIES, DEAP_SFREQ, DEAP_TARGETS, HiMoEConfig, ModalitySpec,
+                      canonical_modality)
 from ..io import atomic_write
+from ..progress import ProgressCallback, report
+from .adapters import PrepareRequest, TrialDataset, label_columns
+from .cache import file_identity
 from .errors import DatasetError, require_file
+from .preprocess import (PreprocessConfig, check_lags_fit, filter_signal, lag_samples, resample_signal, shift,
+                         standardize)
+from .windows import SubjectTrials
 
 DEAP_CHANNELS = 40
 DEAP_BASELINE_S = 3.0                  # pre-trial baseline at the start of every trial
@@ -282,3 +291,168 @@ def save_face_features(path: str | os.PathLike, trials: list[np.ndarray | None],
     """Write a ``sNN_face.npz`` (trials that are ``None`` are left out, i.e. not recorded)."""
     arrays = {f"trial_{k + 1:02d}": np.asarray(a) for k, a in enumerate(trials) if a is not None}
     return atomic_write(path, lambda f: np.savez(f, fps=np.float64(fps), **arrays))
+
+
+# ------------------------------------------------------------------------------------ adapter
+#: DEAP channel index -> signal family (decides the filter).
+DEAP_FAMILY = ("eeg",) * 32 + ("eog", "eog", "emg", "emg", "gsr", "resp", "ppg", "temp")
+_FAMILY_CHANNELS = {f: [c for c, g in enumerate(DEAP_FAMILY) if g == f] for f in dict.fromkeys(DEAP_FAMILY)}
+_POS_IN_FAMILY = {c: _FAMILY_CHANNELS[f].index(c) for c, f in enumerate(DEAP_FAMILY)}
+
+
+def deap_files(data_dir: Path) -> list[Path]:
+    """The subject files ``sNN.dat`` of a DEAP folder (or of its ``data_preprocessed_python``), sorted."""
+    if not data_dir.exists():
+        raise DatasetError(data_dir, "DEAP data folder not found")
+    if data_dir.is_file():
+        raise DatasetError(data_dir, "expected the DEAP data_preprocessed_python folder, got a file")
+    folder = data_dir
+    if not any(folder.glob("s*.dat")) and (folder / "data_preprocessed_python").is_dir():
+        folder = folder / "data_preprocessed_python"
+    files = sorted(p for p in folder.glob("s*.dat") if p.stem[1:].isdigit())
+    if not files:
+        raise DatasetError(data_dir, "no DEAP subject files (s01.dat, s02.dat, ...) in this folder")
+    return files
+
+
+def _deap_modalities(cfg: HiMoEConfig, where: Path) -> list[tuple[ModalitySpec, tuple[int, ...] | None]]:
+    """Each config modality with its DEAP channel indices (None: face features)."""
+    out = []
+    for spec in cfg.modalities:
+        name = canonical_modality(spec.name)
+        if name == "face":
+            out.append((spec, None))
+            continue
+        if name not in DEAP_MODALITIES:
+            known = ", ".join(sorted([*DEAP_MODALITIES, "face"]))
+            raise DatasetError(where, f"unknown DEAP modality {spec.name!r} (known: {known})")
+        idx = DEAP_MODALITIES[name][0]
+        if spec.channels != len(idx):
+            raise DatasetError(where, f"modality {spec.name!r} has {len(idx)} channels in DEAP, the config says {spec.channels}")
+        out.append((spec, idx))
+    return out
+
+
+def _baseline(arr: np.ndarray, n_base: int, mode: str) -> np.ndarray:
+    """Drop the first ``n_base`` samples (and subtract their mean when ``mode == "subtract"``)."""
+    if mode == "subtract" and n_base > 0:
+        return arr[..., n_base:] - arr[..., :n_base].mean(-1, keepdims=True)
+    return arr[..., n_base:]
+
+
+def _face_trials(subj: DeapSubject, spec: ModalitySpec, pp: PreprocessConfig, lag_s: float
+                 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Face features on the config's frame grid, lagged, baseline-handled, standardised."""
+    total_s = subj.data.shape[-1] / DEAP_SFREQ
+    fps = spec.sfreq
+    n_out = int(round(total_s * fps))
+    n_base = int(round(DEAP_BASELINE_S * fps))
+    k = lag_samples(lag_s, fps)
+    trials, valid = [], []
+    faces = subj.face if subj.face is not None else [None] * subj.n_trials
+    for arr in faces:
+        if arr is None:
+            x = np.zeros((spec.channels, n_out))
+            v = np.zeros(n_out, bool)
+        else:
+            if arr.shape[1] != spec.channels:
+                raise DatasetError(subj.face_path, f"face features have {arr.shape[1]} features per frame, "
+                                                   f"the config's {spec.name!r} modality expects {spec.channels}")
+            pos = np.arange(n_out) * (subj.face_fps / fps)            # fractional input frame per output frame
+            i0 = np.minimum(np.floor(pos).astype(np.int64), arr.shape[0] - 1)
+            i1 = np.minimum(i0 + 1, arr.shape[0] - 1)
+            w = np.clip(pos - i0, 0.0, 1.0)[:, None]
+            x = (arr[i0] * (1.0 - w) + arr[i1] * w).T
+            v = pos <= arr.shape[0] - 1 + 1e-9
+        x, v = shift(x, k), shift(v, k)
+        if pp.baseline == "subtract" and v[:n_base].any():
+            x = x - x[:, :n_base][:, v[:n_base]].mean(1, keepdims=True)
+        trials.append(x[:, n_base:])
+        valid.append(v[n_base:].copy())
+    return standardize(trials, pp.normalize, pp.clip, valid), valid
+
+
+def _process_deap(subj: DeapSubject, mods, cfg: HiMoEConfig, pp: PreprocessConfig, lags: dict[str, float],
+                  label_cols: list[int]) -> SubjectTrials:
+    """Filter each signal family once, resample, lag, handle the baseline and z-score one subject."""
+    fs = DEAP_SFREQ
+    needed = sorted({DEAP_FAMILY[c] for _, idx in mods if idx is not None for c in idx})
+    filtered: dict[str, np.ndarray] = {}
+    for fam in needed:                       # each family filtered once, all trials x channels in one call
+        filtered[fam] = filter_signal(subj.data[:, _FAMILY_CHANNELS[fam]], fs, pp.filter_for(fam),
+                                      line_freq=pp.line_freq, method=pp.method)
+    signals, valid = {}, {}
+    for spec, idx in mods:
+        lag = lags.get(spec.name, 0.0)
+        if idx is None:
+            signals[spec.name], valid[spec.name] = _face_trials(subj, spec, pp, lag)
+            continue
+        parts = [filtered[DEAP_FAMILY[c]][:, _POS_IN_FAMILY[c]] for c in idx]
+        arr = np.stack(parts, axis=1)                                       # [n_trials, C, n]
+        arr = resample_signal(arr, fs, spec.sfreq)
+        arr = shift(arr, lag_samples(lag, spec.sfreq))
+        arr = _baseline(arr, int(round(DEAP_BASELINE_S * spec.sfreq)), pp.baseline)
+        signals[spec.name] = standardize(list(arr), pp.normalize, pp.clip)
+        valid[spec.name] = [None] * subj.n_trials
+    return SubjectTrials(signals, valid, subj.labels[:, label_cols])
+
+
+class DeapAdapter(TrialDataset):
+    """DEAP for :func:`~himoe_fast.data.prepare_windows`: ``data_dir`` is the
+    ``data_preprocessed_python`` folder (or one containing it); face features come from
+    ``face_dir`` (``sNN_face.npz``; None: beside the ``sNN.dat`` files)."""
+
+    name = "deap"
+    title = "DEAP"
+
+    def __init__(self, data_dir: Path, files: list[Path], mods, label_cols: list[int],
+                 face_files: list[Path | None], face_dir: str | os.PathLike | None, uses_face: bool):
+        self.data_dir, self.files, self.mods, self.label_cols = data_dir, files, mods, label_cols
+        self.face_files, self.face_dir, self.uses_face = face_files, face_dir, uses_face
+        self.n_subjects = len(files)
+
+    @classmethod
+    def open(cls, data_dir: Path, cfg: HiMoEConfig, *, subjects: int | None = None,
+             face_dir: str | os.PathLike | None = None, strict_rates: bool = False) -> "DeapAdapter":
+        files = deap_files(data_dir)
+        if subjects is not None:
+            if int(subjects) > len(files):
+                raise DatasetError(data_dir, f"{subjects} subjects requested but only {len(files)} subject files found")
+            files = files[: int(subjects)]
+        mods = _deap_modalities(cfg, data_dir)
+        label_cols = label_columns(cfg, DEAP_TARGETS, data_dir)
+        uses_face = any(idx is None for _, idx in mods)
+        if uses_face and face_dir is not None and not Path(face_dir).is_dir():
+            raise DatasetError(face_dir, "face feature folder not found")
+        face_files = [face_file_for(f, face_dir) if uses_face else None for f in files]
+        face_files = [ff if ff is not None and ff.exists() else None for ff in face_files]
+        return cls(data_dir, files, mods, label_cols, face_files, face_dir, uses_face)
+
+    @classmethod
+    def provided_modalities(cls, data_dir: Path) -> dict[str, tuple[int, float | None]]:
+        out: dict[str, tuple[int, float | None]] = {m: (len(v[0]), DEAP_SFREQ) for m, v in DEAP_MODALITIES.items()}
+        out["face"] = (DEAP_FACE_FEATURES, None)          # resampled to the config's frame rate
+        return out
+
+    def identity(self) -> list:
+        identity = [file_identity(f) for f in self.files]
+        if self.uses_face:
+            identity += [file_identity(ff) if ff is not None else None for ff in self.face_files]
+        return identity
+
+    def iter_trials(self, req: PrepareRequest, progress: ProgressCallback | None = None
+                    ) -> Iterator[tuple[Path, SubjectTrials]]:
+        n_face = 0
+        report(progress, 0, len(self.files), "")
+        for s, f in enumerate(self.files):
+            subj = load_deap_subject(f, face=self.face_files[s] if self.face_files[s] is not None else False)
+            lags = req.lags_for(s)
+            check_lags_fit(f, lags, subj.data.shape[-1] / DEAP_SFREQ - DEAP_BASELINE_S)
+            n_face += subj.face is not None
+            trials = _process_deap(subj, self.mods, req.cfg, req.pp, lags, self.label_cols)
+            del subj
+            yield f, trials
+            report(progress, s + 1, len(self.files), f.name)
+        if self.uses_face and n_face == 0:
+            warnings.warn(f"{self.face_dir if self.face_dir is not None else self.data_dir}: no face feature files "
+                          "(sNN_face.npz); the 'face' modality is marked unavailable everywhere", stacklevel=2)

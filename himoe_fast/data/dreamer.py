@@ -30,13 +30,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import scipy.io
 
-from ..config import DREAMER_EEG_CHANNELS, DREAMER_TARGETS
+from ..config import DREAMER_EEG_CHANNELS, DREAMER_MODALITIES, DREAMER_TARGETS, HiMoEConfig, ModalitySpec
+from ..progress import ProgressCallback, report
+from .adapters import PrepareRequest, TrialDataset, label_columns
+from .cache import file_identity
 from .errors import DatasetError, require_file
+from .preprocess import PreprocessConfig, check_lags_fit, filter_signal, lag_samples, resample_signal, shift, standardize
+from .windows import SubjectTrials
 
 DREAMER_N_EEG = 14    # EEG channels
 DREAMER_N_ECG = 2     # ECG leads
@@ -216,3 +221,87 @@ def dreamer_struct(subjects: list[dict], eeg_sfreq: float = 128.0, ecg_sfreq: fl
         "EEG_Electrodes": electrodes, "noOfSubjects": float(len(subjects)),
         "noOfVideoSequences": float(len(subjects[0]["scores"]) if subjects else 0),
     }
+
+
+# ------------------------------------------------------------------------------------ adapter
+def dreamer_file(data_dir: Path) -> Path:
+    """``DREAMER.mat`` given the file or its folder."""
+    if data_dir.is_dir():
+        data_dir = data_dir / "DREAMER.mat"
+    if not data_dir.exists():
+        raise DatasetError(data_dir, "DREAMER .mat file not found")
+    return data_dir
+
+
+def _dreamer_modalities(cfg: HiMoEConfig, where: Path) -> list[ModalitySpec]:
+    for spec in cfg.modalities:
+        if spec.name not in DREAMER_MODALITIES:
+            raise DatasetError(where, f"unknown DREAMER modality {spec.name!r} (known: {', '.join(DREAMER_MODALITIES)})")
+        channels = DREAMER_MODALITIES[spec.name][0]
+        if spec.channels != channels:
+            raise DatasetError(where, f"modality {spec.name!r} has {channels} channels in DREAMER, the config says {spec.channels}")
+    return list(cfg.modalities)
+
+
+def _process_dreamer(subj: DreamerSubject, mods: list[ModalitySpec], pp: PreprocessConfig,
+                     lags: dict[str, float], label_cols: list[int]) -> SubjectTrials:
+    """Filter, resample, lag, subtract the baseline clip's mean and z-score one subject."""
+    signals, valid = {}, {}
+    for spec in mods:
+        clips, bases, sf = ((subj.eeg, subj.eeg_baseline, subj.eeg_sfreq) if spec.name == "eeg"
+                            else (subj.ecg, subj.ecg_baseline, subj.ecg_sfreq))
+        filt = pp.filter_for(spec.name, spec.kind)
+        k = lag_samples(lags.get(spec.name, 0.0), spec.sfreq)
+        trials = []
+        for clip, base in zip(clips, bases):
+            x = resample_signal(filter_signal(clip, sf, filt, line_freq=pp.line_freq, method=pp.method), sf, spec.sfreq)
+            x = shift(x, k)
+            if pp.baseline == "subtract":
+                b = resample_signal(filter_signal(base, sf, filt, line_freq=pp.line_freq, method=pp.method), sf, spec.sfreq)
+                x = x - b.mean(-1, keepdims=True)
+            trials.append(x)
+        signals[spec.name] = standardize(trials, pp.normalize, pp.clip)
+        valid[spec.name] = [None] * len(trials)
+    return SubjectTrials(signals, valid, subj.scores[:, label_cols])
+
+
+class DreamerAdapter(TrialDataset):
+    """DREAMER for :func:`~himoe_fast.data.prepare_windows`: ``data_dir`` is ``DREAMER.mat`` or its
+    folder. The number of subjects is known only once the file is read."""
+
+    name = "dreamer"
+    title = "DREAMER"
+
+    def __init__(self, mat: Path, mods: list[ModalitySpec], label_cols: list[int], subjects: int | None):
+        self.files, self.mods, self.label_cols, self.subjects = [mat], mods, label_cols, subjects
+        self.n_subjects = int(subjects) if subjects is not None else None
+
+    @classmethod
+    def open(cls, data_dir: Path, cfg: HiMoEConfig, *, subjects: int | None = None,
+             face_dir: str | os.PathLike | None = None, strict_rates: bool = False) -> "DreamerAdapter":
+        mat = dreamer_file(data_dir)
+        return cls(mat, _dreamer_modalities(cfg, mat), label_columns(cfg, DREAMER_TARGETS, mat), subjects)
+
+    @classmethod
+    def provided_modalities(cls, data_dir: Path) -> dict[str, tuple[int, float | None]]:
+        return {m: (v[0], v[1]) for m, v in DREAMER_MODALITIES.items()}
+
+    def identity(self) -> list:
+        return [file_identity(self.files[0])]
+
+    def iter_trials(self, req: PrepareRequest, progress: ProgressCallback | None = None
+                    ) -> Iterator[tuple[Path, SubjectTrials]]:
+        mat = self.files[0]
+        report(progress, 0, 1, f"reading {mat.name}")
+        dreamer = load_dreamer(mat)
+        if self.subjects is not None:
+            if int(self.subjects) > len(dreamer):
+                raise DatasetError(mat, f"{self.subjects} subjects requested but the file has {len(dreamer)}")
+            dreamer = dreamer[: int(self.subjects)]
+        report(progress, 0, len(dreamer), "")
+        for s, subj in enumerate(dreamer):
+            lags = req.lags_for(s)
+            check_lags_fit(mat, lags, min(c.shape[-1] for c in subj.eeg) / subj.eeg_sfreq, f"subject {s + 1}")
+            trials = _process_dreamer(subj, self.mods, req.pp, lags, self.label_cols)
+            yield mat, trials
+            report(progress, s + 1, len(dreamer), f"subject {s + 1}")

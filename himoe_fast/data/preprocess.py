@@ -56,6 +56,8 @@ from typing import Any, Mapping
 import mne
 import numpy as np
 
+from .errors import DatasetError
+
 #: Bump when the preprocessing code changes its output (part of every cache key).
 PREPROCESS_VERSION = 1
 
@@ -206,6 +208,29 @@ def resample_signal(x: np.ndarray, from_sfreq: float, to_sfreq: float) -> np.nda
 
 def lag_samples(lag_s: float, sfreq: float) -> int:
     return int(round(float(lag_s) * sfreq))
+
+
+def subject_lags(lag_map: dict[str, float], random_lags: dict[str, float], lag_seed: int,
+                 subject: int) -> dict[str, float]:
+    """The lags of one subject: the fixed ``lag_map`` plus, for each modality in ``random_lags``, a
+    lag drawn uniformly from ``[0, random_lags[m]]`` seconds (seeded by ``(lag_seed, subject)``, so a
+    subject's lag does not depend on how many subjects are used)."""
+    if not random_lags:
+        return lag_map
+    rng = np.random.default_rng([int(lag_seed), int(subject)])
+    out = dict(lag_map)
+    for name in sorted(random_lags):
+        out[name] = out.get(name, 0.0) + float(rng.uniform(0.0, random_lags[name]))
+    return out
+
+
+def check_lags_fit(where, lags: dict[str, float], trial_s: float, who: str = "") -> None:
+    """A lag must be shorter than the shortest trial: a longer one would shift the whole recording
+    out of it and leave only a repeated edge value. Raises :class:`~.errors.DatasetError` naming ``where``."""
+    for name, lag in lags.items():
+        if abs(lag) >= trial_s:
+            raise DatasetError(where, f"lag of {lag:g} s for {name!r} is not shorter than the shortest trial"
+                                      f"{' of ' + who if who else ''} ({trial_s:.1f} s)")
 
 
 def shift(x: np.ndarray, k: int) -> np.ndarray:

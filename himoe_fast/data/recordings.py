@@ -48,19 +48,20 @@ import csv
 import json
 import math
 import os
-import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from ..config import HiMoEConfig, ModalitySpec
-from .cache import cache_key, cache_root, file_identity
+from ..progress import ProgressCallback, report
+from .adapters import DatasetAdapter, PrepareRequest
+from .cache import file_identity
 from .errors import DatasetError
-from .preprocess import PREPROCESS_VERSION, PreprocessConfig, filter_signal, lag_samples, resample_signal, shift, standardize
-from .windows import WindowedData, window_count
+from .preprocess import PreprocessConfig, filter_signal, lag_samples, resample_signal, shift, standardize
+from .windows import SubjectWindows, WindowedData, empty_subject_windows, window_count
 
 #: Bump when reading / windowing recordings changes its output (part of the cache key).
 RECORDINGS_VERSION = 1
@@ -486,11 +487,81 @@ def _recording_labels(layout: RecordingsLayout, cfg: HiMoEConfig, subject: str, 
 
 
 # ------------------------------------------------------------------------------------------ entry
+class RecordingsAdapter(DatasetAdapter):
+    """A recordings folder for :func:`~himoe_fast.data.prepare_windows`. Fixed lags apply; per-subject
+    random lags are not applied to recordings."""
+
+    name = "recordings"
+    title = "recordings"
+    version = RECORDINGS_VERSION
+    random_lags = False
+
+    def __init__(self, layout: RecordingsLayout, subj_names: list[str], strict_rates: bool):
+        self.layout, self.subj_names, self.strict_rates = layout, subj_names, strict_rates
+        self.files = layout.files
+        self.n_subjects = len(subj_names)
+
+    @classmethod
+    def open(cls, data_dir: Path, cfg: HiMoEConfig, *, subjects: int | None = None,
+             face_dir: str | os.PathLike | None = None, strict_rates: bool = False) -> "RecordingsAdapter":
+        """The config's modalities are looked up in the folder; one that no recording has is absent
+        in every window (a warning names it)."""
+        layout = scan_recordings(data_dir)
+        names = cfg.modality_names
+        have = {m.name for m in layout.modalities}
+        if not have & set(names):
+            raise DatasetError(layout.root, f"has none of the modalities {', '.join(names)} "
+                                            f"(the folder has: {', '.join(sorted(have))})")
+        absent = [m for m in names if m not in have]
+        if absent:
+            warnings.warn(f"{layout.root}: no channel of modality {', '.join(absent)}; marked absent everywhere",
+                          stacklevel=3)
+        subj_names = layout.subjects
+        if subjects is not None:
+            if int(subjects) > len(subj_names):
+                raise DatasetError(layout.root, f"{subjects} subjects requested but the folder has {len(subj_names)}")
+            subj_names = subj_names[: int(subjects)]
+        return cls(layout, subj_names, strict_rates)
+
+    @classmethod
+    def provided_modalities(cls, data_dir: Path) -> dict[str, tuple[int, float | None]]:
+        return {m.name: (m.channels, m.sfreq) for m in scan_recordings(data_dir).modalities}
+
+    def identity(self) -> list:
+        return [file_identity(f) for f in self.layout.files]
+
+    def key_options(self) -> dict:
+        return {"strict_rates": self.strict_rates}
+
+    def meta_extra(self) -> dict:
+        trial_names = [f"{s}/{r}" for s, r, _ in self.layout.recordings if s in self.subj_names]
+        return {"subject_names": self.subj_names, "trial_names": trial_names}
+
+    def iter_subjects(self, req: PrepareRequest, progress: ProgressCallback | None = None
+                      ) -> Iterator[SubjectWindows]:
+        cfg, names = req.cfg, req.cfg.modality_names
+        any_window = False
+        report(progress, 0, len(self.subj_names), "")
+        for s, subj in enumerate(self.subj_names):
+            recs = [(r, f) for sname, r, f in self.layout.recordings if sname == subj]
+            wins, avail, labels, trial = _subject_windows(self.layout, recs, cfg, req.pp, req.lags_for(s),
+                                                          req.stride_s, self.strict_rates, subj)
+            if trial:
+                any_window = True
+                yield SubjectWindows({m: np.concatenate(wins[m]) for m in names}, np.concatenate(avail),
+                                     np.concatenate(labels), np.concatenate(trial), len(recs))
+            else:
+                yield empty_subject_windows(cfg, len(recs))
+            report(progress, s + 1, len(self.subj_names), subj)
+        if not any_window:
+            raise DatasetError(self.layout.root, f"no recording is at least one window ({cfg.window_s:g} s) long")
+
+
 def prepare_recordings(data_dir: str | os.PathLike, cfg: HiMoEConfig, *, seq_len: int = 8,
                        stride_s: float | None = None, seq_stride: int | None = None, subjects: int | None = None,
                        lags: dict[str, float] | None = None, cache_dir: str | os.PathLike | None = None,
-                       progress: bool = True, use_cache: bool = True, strict_rates: bool = False,
-                       **preprocess_overrides) -> WindowedData:
+                       progress: ProgressCallback | bool | None = True, use_cache: bool = True,
+                       strict_rates: bool = False, **preprocess_overrides) -> WindowedData:
     """:func:`~himoe_fast.data.prepare_windows` for a recordings folder (same arguments and cache).
 
     The config's modalities are looked up in the folder; one that no recording has is absent in
@@ -498,69 +569,13 @@ def prepare_recordings(data_dir: str | os.PathLike, cfg: HiMoEConfig, *, seq_len
     the files and the config into a :class:`DatasetError` instead of resampling.
     ``meta["trial_names"]`` lists ``"subject/recording"`` per trial id.
     """
-    from .prepare import _ARRAYS, _assemble, _check_lags, _load_cached, _progress, _store_and_assemble
+    from .prepare import prepare_dataset
 
-    pp = PreprocessConfig.from_overrides(**preprocess_overrides)
-    stride_s = float(cfg.window_s if stride_s is None else stride_s)
-    if not stride_s > 0:
-        raise ValueError(f"stride_s must be > 0, got {stride_s}")
-    lag_map = _check_lags(cfg, lags)
-    layout = scan_recordings(data_dir)
-    names = cfg.modality_names
-    have = {m.name for m in layout.modalities}
-    if not have & set(names):
-        raise DatasetError(layout.root, f"has none of the modalities {', '.join(names)} "
-                                        f"(the folder has: {', '.join(sorted(have))})")
-    absent = [m for m in names if m not in have]
-    if absent:
-        warnings.warn(f"{layout.root}: no channel of modality {', '.join(absent)}; marked absent everywhere",
-                      stacklevel=2)
-    subj_names = layout.subjects
-    if subjects is not None:
-        if int(subjects) > len(subj_names):
-            raise DatasetError(layout.root, f"{subjects} subjects requested but the folder has {len(subj_names)}")
-        subj_names = subj_names[: int(subjects)]
-    key_obj = {
-        "versions": [PREPROCESS_VERSION, RECORDINGS_VERSION], "dataset": "recordings",
-        "files": [file_identity(f) for f in layout.files], "subjects": subjects, "strict_rates": strict_rates,
-        "modalities": [[m.name, m.channels, m.sfreq, m.kind] for m in cfg.modalities],
-        "targets": list(cfg.targets), "window_s": float(cfg.window_s), "stride_s": stride_s,
-        "lags": lag_map, "preprocess": pp.to_dict(),
-    }
-    key = cache_key(key_obj)
-    root = cache_root(cache_dir) / "windows"
-    folder = root / f"recordings-{key}"
-    trial_names = [f"{s}/{r}" for s, r, _ in layout.recordings if s in subj_names]
-    meta = {"key": key, "dataset": "recordings", "modalities": list(names), "targets": list(cfg.targets),
-            "sfreq": {m.name: m.sfreq for m in cfg.modalities}, "window_s": float(cfg.window_s),
-            "stride_s": stride_s, "lags": lag_map, "files": [str(f) for f in layout.files],
-            "subject_names": subj_names, "trial_names": trial_names, "settings": key_obj}
-    if use_cache and folder.is_dir():
-        hit = _load_cached(folder, names, key)
-        if hit is not None:
-            return _assemble(hit["windows"], hit, names, cfg, seq_len, seq_stride,
-                             dict(hit["meta"], from_cache=True, cache_path=str(folder)))
-        shutil.rmtree(folder, ignore_errors=True)
-
-    chunks: dict[str, list[np.ndarray]] = {m: [] for m in names}
-    parts: dict[str, list[np.ndarray]] = {a: [] for a in _ARRAYS}
-    trial_offset = 0
-    with _progress(progress, len(subj_names), "preprocessing recordings") as advance:
-        for s, subj in enumerate(subj_names):
-            recs = [(r, f) for sname, r, f in layout.recordings if sname == subj]
-            wins, avail, labels, trial = _subject_windows(layout, recs, cfg, pp, lag_map, stride_s, strict_rates, subj)
-            for m in names:
-                chunks[m].extend(wins[m])
-            parts["available"].extend(avail)
-            parts["labels"].extend(labels)
-            parts["trial"].extend(t + trial_offset for t in trial)
-            parts["subject"].extend(np.full(len(t), s, np.int64) for t in trial)
-            trial_offset += len(recs)
-            advance(subj)
-    if not parts["trial"]:
-        raise DatasetError(layout.root, f"no recording is at least one window ({cfg.window_s:g} s) long")
-    return _store_and_assemble(chunks, parts, names, cfg, seq_len, seq_stride, meta, folder, key, use_cache)
+    return prepare_dataset(RecordingsAdapter, data_dir, cfg, seq_len=seq_len, stride_s=stride_s,
+                           seq_stride=seq_stride, subjects=subjects, lags=lags, cache_dir=cache_dir,
+                           progress=progress, use_cache=use_cache, strict_rates=strict_rates,
+                           **preprocess_overrides)
 
 
 __all__ = ["scan_recordings", "recordings_config", "prepare_recordings", "window_ratings", "read_raw", "read_signals",
-           "RecordingsLayout", "MIN_COVERAGE", "TYPE_TO_MODALITY"]
+           "RecordingsLayout", "RecordingsAdapter", "MIN_COVERAGE", "TYPE_TO_MODALITY"]

@@ -14,9 +14,18 @@ sequence. Sequences are what the model sees (``[B, T, C, S]``), and what protoco
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .errors import DatasetError
+
+if TYPE_CHECKING:
+    from ..config import HiMoEConfig, ModalitySpec
+
+#: Bump when windowing trials (:func:`window_trials`) changes its output (part of the cache key).
+WINDOWS_VERSION = 1
 
 
 @dataclass
@@ -104,6 +113,90 @@ def cut_windows(x: np.ndarray, sfreq: float, n_windows: int, window_s: float, st
     else:
         recorded = valid[idx].mean(1) >= 0.5
     return win, recorded
+
+
+@dataclass
+class SubjectTrials:
+    """One subject after preprocessing: per modality a list of per-trial ``[C, n]`` float32 arrays
+    that all start at the trial's time 0 (each modality at its own rate).
+
+    Attributes:
+        signals: modality -> per-trial ``[C, n_i]``.
+        valid: modality -> per-trial recorded mask ``[n_i]`` (None: all recorded).
+        labels: ``[n_trials, n_targets]``, the trial ratings.
+    """
+
+    signals: dict[str, list[np.ndarray]]
+    valid: dict[str, list[np.ndarray | None]]
+    labels: np.ndarray
+
+
+@dataclass
+class SubjectWindows:
+    """The windows of one subject, in the layout of :class:`WindowedData`.
+
+    Attributes:
+        windows: modality -> float32 ``[n, C, S]``.
+        available: bool ``[n, M]``.
+        labels: float32 ``[n, n_targets]`` (NaN: unlabelled).
+        trial: int64 ``[n]``, the subject's own trial index (0-based).
+        n_trials: number of trials of the subject (including those too short for a window).
+    """
+
+    windows: dict[str, np.ndarray]
+    available: np.ndarray
+    labels: np.ndarray
+    trial: np.ndarray
+    n_trials: int
+
+
+def _last_sample(n: int, spec: "ModalitySpec", window_s: float, stride_s: float) -> int:
+    """Index of the last sample of window ``n - 1`` (as :func:`cut_windows` places it)."""
+    return int(round((n - 1) * stride_s * spec.sfreq)) + spec.samples(window_s) - 1
+
+
+def window_trials(tr: SubjectTrials, cfg: "HiMoEConfig", stride_s: float, where: Path | None = None
+                  ) -> SubjectWindows:
+    """Windows of one subject's trials: as many as the shortest modality of each trial holds.
+
+    Raises:
+        DatasetError: (naming ``where``) a signal is not finite after preprocessing.
+    """
+    names = cfg.modality_names
+    for m in names:       # finite input can still overflow float64 filtering (|x| near 1e308)
+        if not all(np.isfinite(x).all() for x in tr.signals[m]):
+            raise DatasetError(where, f"{m!r} values are too large to preprocess (they overflow float64 filtering)")
+    n_trials = tr.labels.shape[0]
+    per_mod: dict[str, list[np.ndarray]] = {m: [] for m in names}
+    avail, labels, trial = [], [], []
+    for k in range(n_trials):
+        dur = min(tr.signals[m][k].shape[-1] / cfg.modality(m).sfreq for m in names)
+        n = window_count(dur, cfg.window_s, stride_s)
+        while n > 0 and any(_last_sample(n, cfg.modality(m), cfg.window_s, stride_s) >= tr.signals[m][k].shape[-1]
+                            for m in names):
+            n -= 1                                   # rounding of fractional sample positions
+        if n == 0:
+            continue
+        rec = []
+        for m in names:
+            w, r = cut_windows(tr.signals[m][k], cfg.modality(m).sfreq, n, cfg.window_s, stride_s, tr.valid[m][k])
+            per_mod[m].append(w)
+            rec.append(r)
+        avail.append(np.stack(rec, 1))
+        labels.append(np.repeat(tr.labels[k][None, :], n, 0))
+        trial.append(np.full(n, k, np.int64))
+    if not avail:
+        return empty_subject_windows(cfg, n_trials)
+    return SubjectWindows({m: np.concatenate(v) for m, v in per_mod.items()}, np.concatenate(avail),
+                          np.concatenate(labels).astype(np.float32), np.concatenate(trial), n_trials)
+
+
+def empty_subject_windows(cfg: "HiMoEConfig", n_trials: int) -> SubjectWindows:
+    """A subject whose trials are all shorter than one window."""
+    names = cfg.modality_names
+    return SubjectWindows({m: np.zeros((0, cfg.modality(m).channels, cfg.modality(m).samples(cfg.window_s)), np.float32)
+                           for m in names}, np.zeros((0, len(names)), bool),
+                          np.zeros((0, len(cfg.targets)), np.float32), np.zeros(0, np.int64), n_trials)
 
 
 def make_sequences(trial: np.ndarray, seq_len: int, seq_stride: int | None = None) -> np.ndarray:
