@@ -1,35 +1,36 @@
-"""``himoe-fast``: train, eval, robustness, asynchrony, bench, parity, synth, doctor, predict, stream.
+"""``himoe-fast``: the root typer app; each command group lives in its own module with its own ``app``.
 
-Commands live in one module per area and register themselves on :data:`app`:
-``train_cmds`` (train, eval, robustness, synth, doctor), ``experiment_cmds`` (ablate, plots),
-``asynchrony_cmds`` (asynchrony), ``fast_cmds`` (bench, parity) and ``predict_cmds`` (predict, stream).
+==================  =====================================  ==============================================
+module              commands                               what for
+==================  =====================================  ==============================================
+``train_cmds``      train, eval, plots                     one run: train it, evaluate it, draw Fig. 2/4a
+``sweep_cmds``      robustness, ablate, asynchrony         many runs: the paper's tables and ours
+``data_cmds``       synth                                  synthetic data in the real file formats
+``fast_cmds``       parity, bench, doctor                  the fast path against the reference; the machine
+``predict_cmds``    predict, stream                        trained models on new recordings, offline or live
+==================  =====================================  ==============================================
+
+Shared pieces: :mod:`.choices` (choice flags as Enums from the library's constants), :mod:`.options`
+(option aliases and the CLI's own defaults), :mod:`.run_config` (flags -> RunConfig), :mod:`.common`
+(checks of flag values) and :mod:`.errors` (the one error handler: ``himoe-fast: error: ...``, exit 2).
 """
 
 from __future__ import annotations
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+from . import data_cmds, fast_cmds, predict_cmds, sweep_cmds, train_cmds
+from .errors import CleanErrorsGroup
+
+app = typer.Typer(cls=CleanErrorsGroup, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Hi-MoE for multimodal emotion recognition (reference + fast path).")
-
-
-def _register() -> None:
-    from . import asynchrony_cmds, experiment_cmds, fast_cmds, predict_cmds, train_cmds
-
-    train_cmds.register(app)
-    experiment_cmds.register(app)
-    asynchrony_cmds.register(app)
-    fast_cmds.register(app)
-    predict_cmds.register(app)
-
-
-_register()
+for group in (train_cmds, sweep_cmds, data_cmds, fast_cmds, predict_cmds):
+    app.add_typer(group.app)        # no name: the group's commands sit directly under himoe-fast
 
 
 def main() -> None:
-    from .common import main_with_clean_errors
-
-    main_with_clean_errors(app)
+    """The console script ``himoe-fast``."""
+    app()
 
 
 if __name__ == "__main__":

@@ -1,47 +1,21 @@
-"""CLI conventions shared by every command.
+"""Checks and parsers of flag values that typer's types do not cover (ranges, lists, output paths).
 
-Bad input -- a wrong flag value, a missing or corrupt data file, an impossible GPU count -- ends with
-one line ``himoe-fast: error: ...`` on stderr and exit code 2, never a traceback (:func:`fail`,
-:func:`user_errors`). Results are printed with rich tables.
+Each refuses a bad value with :func:`~.errors.fail`: one line naming the flag, exit code 2.
 """
 
 from __future__ import annotations
 
 import math
-import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, NoReturn, Sequence
+from typing import Sequence
 
-import typer
-
-EXIT_USAGE = 2
+from .errors import fail
 
 
-def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    """Print one error line and exit (code 2 = bad input)."""
-    typer.echo(f"himoe-fast: error: {' '.join(str(message).split())}", err=True)   # always one line
-    raise typer.Exit(code)
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn the library's error types into one line: bad input (:class:`~himoe_fast.errors.UserInputError`,
-    which includes ``DatasetError``) exits with 2, a failed worker rank with 1. Classified by type only."""
-    from himoe_fast.errors import UserInputError
-    from himoe_fast.train.distributed import DistributedError
-
-    try:
-        yield
-    except UserInputError as exc:
-        fail(str(exc))
-    except DistributedError as exc:          # a rank failed (bad GPU counts are UserInputErrors)
-        fail(str(exc), code=1)
-    except FileNotFoundError as exc:
-        fail(str(exc))
-    except KeyboardInterrupt:
-        typer.echo("himoe-fast: interrupted", err=True)
-        raise typer.Exit(130)
+def check_min(flag: str, value: float | None, lo: float = 1) -> None:
+    """One-line error unless ``value`` (when given) is at least ``lo``."""
+    if value is not None and value < lo:
+        fail(f"{flag} must be >= {lo:g}, got {value}")
 
 
 def check_range(flag: str, value: float | None, lo: float | None = None, hi: float | None = None, *,
@@ -69,8 +43,7 @@ def check_out(path: Path | None, flag: str = "--out") -> None:
     from himoe_fast.train.rundir import check_out_dir
 
     if path is not None:
-        with user_errors():
-            check_out_dir(path, flag)
+        check_out_dir(path, flag)
 
 
 def check_output_file(path: Path | None, flag: str) -> None:
@@ -95,6 +68,23 @@ def parse_list(value: str | None, flag: str, cast=str) -> list | None:
         fail(f"{flag}: cannot read {value!r} as a list of {cast.__name__}")
 
 
+def parse_choices(value: str | None, flag: str, options: Sequence[str]) -> list[str] | None:
+    """``"a,b"`` -> ``["a", "b"]``, each one of ``options`` (a list flag, so not an Enum option)."""
+    items = parse_list(value, flag)
+    for item in items or []:
+        if item not in options:
+            fail(f"{flag} must be one of {', '.join(options)} (got {item!r})")
+    return items
+
+
+def parse_seeds(value: str | None, flag: str = "--seeds") -> list[int] | None:
+    """``"0,1,2"`` -> ``[0, 1, 2]``; seeds are >= 0."""
+    seeds = parse_list(value, flag, int)
+    if seeds and min(seeds) < 0:
+        fail(f"{flag} must be >= 0, got {min(seeds)}")
+    return seeds
+
+
 def parse_lags(values: Sequence[str] | None) -> dict[str, float]:
     """``["gsr=2.5", "eeg=0"]`` -> ``{"gsr": 2.5, "eeg": 0.0}``."""
     lags: dict[str, float] = {}
@@ -109,52 +99,3 @@ def parse_lags(values: Sequence[str] | None) -> dict[str, float]:
         if not math.isfinite(lags[name.strip()]):
             fail(f"--lag {item}: the lag must be a finite number of seconds")
     return lags
-
-
-def choice(value: str, flag: str, options: Sequence[str]) -> str:
-    if value not in options:
-        fail(f"{flag} must be one of {', '.join(options)} (got {value!r})")
-    return value
-
-
-@contextmanager
-def sweep_progress(description: str, total: int) -> Iterator:
-    """Progress of a sweep of ``total`` runs; yields ``advance(message)``, called once per finished run.
-
-    On a terminal: a live rich bar showing the last message. Elsewhere (logs, pipes), where a bar is
-    only drawn once at the end, one line ``[i/total] message`` per run instead.
-    """
-    from rich.console import Console
-    from rich.progress import Progress
-
-    console = Console()
-    done = 0
-    with Progress(console=console, disable=not console.is_terminal) as bar:
-        task = bar.add_task(description, total=total)
-
-        def advance(message: str) -> None:
-            nonlocal done
-            done += 1
-            bar.update(task, advance=1, description=message)
-            if not console.is_terminal:
-                console.print(f"[{done}/{total}] {message}", highlight=False, markup=False)
-
-        yield advance
-
-
-def main_with_clean_errors(app: typer.Typer) -> None:
-    """Run ``app``; click's own usage errors (unknown flag, bad type) also become one line, exit 2."""
-    try:
-        rv = app(standalone_mode=False)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("himoe-fast: aborted", err=True)
-        sys.exit(130)
-    except Exception as exc:
-        # click.UsageError (typer vendors click as typer._click in recent releases): duck-typed
-        if hasattr(exc, "format_message") and getattr(exc, "exit_code", None) == EXIT_USAGE:
-            typer.echo(f"himoe-fast: error: {exc.format_message()}", err=True)
-            sys.exit(EXIT_USAGE)
-        raise
-    sys.exit(rv if isinstance(rv, int) else 0)

@@ -1,4 +1,4 @@
-"""``himoe-fast bench`` and ``himoe-fast parity`` (fast path vs reference).
+"""``himoe-fast parity``, ``bench`` (fast path vs reference) and ``doctor`` (what this machine has).
 
 The logic lives in :mod:`himoe_fast.fast.parity` and :mod:`himoe_fast.fast.bench`; this module only
 parses flags (bad values: one line, exit 2), shows progress and prints rich tables.
@@ -6,184 +6,186 @@ parses flags (bad values: one line, exit 2), shows progress and prints rich tabl
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import os
 from typing import Annotated, Optional
 
 import typer
 
-from .common import choice, fail, parse_list
-from .train_cmds import DEFAULT_TEMPORAL, TEMPORAL_MODES, Causal, Temporal
+from himoe_fast.config import HiMoEConfig
+from himoe_fast.fast.bench import ROW_NAMES
 
-PRESETS = ("deap", "dreamer", "tiny")
-ROUTERS = ("dot", "cosine", "diff")
-ROUTINGS = ("soft", "uniform", "top1")
-BACKENDS = ("auto", "triton", "torch")
-DTYPES = ("fp32", "bf16")
-DEVICES = ("auto", "cpu", "cuda")
+from . import choices as ch
+from . import options as opt
+from .common import check_min, parse_choices, parse_list
+from .errors import fail
 
-Preset = Annotated[str, typer.Option(help="deap | dreamer | tiny (3-4 small modalities)")]
-Modalities = Annotated[Optional[str], typer.Option(help="comma-separated modalities of the preset (default: all)")]
-Router = Annotated[str, typer.Option(help="DA-router: dot | cosine | diff")]
-Routing = Annotated[str, typer.Option(help="modality-bank routing: soft | uniform | top1")]
-Backend = Annotated[str, typer.Option(help="fast-path backend: auto | triton | torch")]
-Batch = Annotated[int, typer.Option("--batch", "-B", help="batch size B")]
-Steps = Annotated[int, typer.Option("--seq-len", "-T", help="windows per sample T")]
-Dtype = Annotated[str, typer.Option(help="fp32 | bf16 (bf16: CUDA only)")]
-Seed = Annotated[int, typer.Option(help="seed of parameters and inputs")]
-Device = Annotated[str, typer.Option(help="auto | cpu | cuda")]
-EmotionBank = Annotated[bool, typer.Option(help="use the Emotion Expert Bank (--no-emotion-bank: ablation)")]
+app = typer.Typer()
 
 
-def _config(preset, modalities, **overrides):
+def _config(preset, modalities, **overrides) -> HiMoEConfig:
+    """The preset's config; an unknown modality is a ModalityError (one line, exit 2)."""
     from himoe_fast.config import preset_config
 
-    choice(preset, "--preset", PRESETS)
-    mods = parse_list(modalities, "--modalities")
-    try:
-        return preset_config(preset, mods, **overrides)
-    except (ValueError, KeyError) as exc:
-        fail(str(exc).splitlines()[0])
+    return preset_config(ch.plain(preset), parse_list(modalities, "--modalities"),
+                         **{k: ch.plain(v) for k, v in overrides.items()})
 
 
-def _device(device: str) -> str:
+def _device(device: ch.Device) -> str:
     import torch
 
-    choice(device, "--device", DEVICES)
-    if device == "auto":
+    if device == ch.Device.auto:
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
+    if device == ch.Device.cuda and not torch.cuda.is_available():
         fail("--device cuda: no CUDA device is visible")
-    return device
+    return device.value
+
+
+def _interpret_on_cpu(backend: ch.Backend, device: str) -> None:
+    """Triton kernels asked for on a CPU: run them under the interpreter (set before triton compiles)."""
+    if backend == ch.Backend.triton and device == "cpu":
+        os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def _fmt(x: float) -> str:
     return f"{x:.2e}" if x == x else "nan"
 
 
-def register(app: typer.Typer) -> None:
-    @app.command()
-    def parity(
-        preset: Preset = "deap",
-        modalities: Modalities = None,
-        router: Router = "dot",
-        routing: Routing = "soft",
-        backend: Backend = "auto",
-        batch: Batch = 2,
-        seq_len: Steps = 3,
-        dtype: Dtype = "fp32",
-        seed: Seed = 0,
-        device: Device = "auto",
-        emotion_bank: EmotionBank = True, temporal: Temporal = DEFAULT_TEMPORAL, causal: Causal = False,
-        json_out: Annotated[Optional[Path], typer.Option("--json", help="also write the report as JSON")] = None,
-        quiet: Annotated[bool, typer.Option(help="print only the verdict line")] = False,
-    ) -> None:
-        """Fast path vs reference on random inputs: every output and parameter gradient, at DESIGN.md's
-        tolerances (fp32: forward atol 1e-5 / rtol 1e-4, gradients atol 1e-4 / rtol 1e-3).
-        Exit 0 when all pass, 1 on any failure, 2 on bad flags."""
-        choice(router, "--router", ROUTERS)
-        choice(routing, "--routing", ROUTINGS)
-        choice(backend, "--backend", BACKENDS)
-        choice(dtype, "--dtype", DTYPES)
-        if batch < 1 or seq_len < 1:
-            fail("--batch and --seq-len must be >= 1")
-        dev = _device(device)
-        if dtype == "bf16" and dev != "cuda":
-            fail("--dtype bf16 needs a CUDA device (the bf16 kernels are GPU-only)")
-        if backend == "triton" and dev == "cpu":
-            import os
+@app.command()
+def parity(
+    preset: opt.Preset = ch.Preset.deap,
+    modalities: opt.PresetModalities = None,
+    router: opt.Router = ch.Router(HiMoEConfig.router),
+    routing: opt.Routing = ch.Routing(HiMoEConfig.routing),
+    backend: opt.Backend = ch.Backend.auto,
+    batch: opt.Batch = 2,
+    seq_len: opt.Steps = 3,
+    dtype: opt.Dtype = ch.Dtype.fp32,
+    seed: opt.InputSeed = 0,
+    device: opt.Device = ch.Device.auto,
+    emotion_bank: opt.EmotionBank = HiMoEConfig.emotion_bank, temporal: opt.Temporal = opt.DEFAULT_TEMPORAL,
+    causal: opt.Causal = HiMoEConfig.causal,
+    json_out: opt.JsonOut = None,
+    quiet: Annotated[bool, typer.Option(help="print only the verdict line")] = False,
+) -> None:
+    """Fast path vs reference on random inputs: every output and parameter gradient, at DESIGN.md's
+    tolerances (fp32: forward atol 1e-5 / rtol 1e-4, gradients atol 1e-4 / rtol 1e-3).
+    Exit 0 when all pass, 1 on any failure, 2 on bad flags."""
+    if batch < 1 or seq_len < 1:
+        fail("--batch and --seq-len must be >= 1")
+    dev = _device(device)
+    if dtype == ch.Dtype.bf16 and dev != "cuda":
+        fail("--dtype bf16 needs a CUDA device (the bf16 kernels are GPU-only)")
+    _interpret_on_cpu(backend, dev)
+    cfg = _config(preset, modalities, router=router, routing=routing, emotion_bank=emotion_bank,
+                  temporal=temporal, causal=causal)
+    from himoe_fast.fast.parity import run_parity
 
-            os.environ.setdefault("TRITON_INTERPRET", "1")
-        choice(temporal, "--temporal", TEMPORAL_MODES)
-        cfg = _config(preset, modalities, router=router, routing=routing, emotion_bank=emotion_bank,
-                      temporal=temporal, causal=causal)
-        from himoe_fast.fast.parity import run_parity
+    report = run_parity(cfg, backend=backend.value, B=batch, T=seq_len, dtype=dtype.value, seed=seed, device=dev)
+    if not quiet:
+        _print_parity(report)
+    n_fail = len(report.failures)
+    typer.echo(f"parity {'PASS' if report.ok else 'FAIL'}: {len(report.checks) - n_fail}/{len(report.checks)} "
+               f"checks within tolerance (preset={preset}, router={router}, routing={routing}, "
+               f"backend={backend}, dtype={dtype}, device={dev}, B={batch}, T={seq_len}, seed={seed})")
+    if json_out is not None:
+        from dataclasses import asdict
 
-        report = run_parity(cfg, backend=backend, B=batch, T=seq_len, dtype=dtype, seed=seed, device=dev)
-        if not quiet:
-            _print_parity(report)
-        n_fail = len(report.failures)
-        verdict = (f"parity {'PASS' if report.ok else 'FAIL'}: {len(report.checks) - n_fail}/{len(report.checks)} "
-                   f"checks within tolerance (preset={preset}, router={router}, routing={routing}, "
-                   f"backend={backend}, dtype={dtype}, device={dev}, B={batch}, T={seq_len}, seed={seed})")
-        typer.echo(verdict)
-        if json_out is not None:
-            from dataclasses import asdict
+        from himoe_fast.io import atomic_write_json
 
-            json_out.write_text(json.dumps({"ok": report.ok, "backend": backend, "dtype": dtype, "device": dev,
-                                            "config": report.config,
-                                            "checks": [asdict(c) for c in report.checks]}, indent=2))
-        if not report.ok:
-            raise typer.Exit(1)
+        atomic_write_json(json_out, {"ok": report.ok, "backend": backend.value, "dtype": dtype.value, "device": dev,
+                                     "config": report.config, "checks": [asdict(c) for c in report.checks]})
+    if not report.ok:
+        raise typer.Exit(1)
 
-    @app.command()
-    def bench(
-        preset: Preset = "deap",
-        modalities: Modalities = None,
-        router: Router = "dot",
-        routing: Routing = "soft",
-        backend: Backend = "auto",
-        batch: Batch = 32,
-        seq_len: Steps = 8,
-        warmup: Annotated[int, typer.Option(help="untimed calls before timing")] = 3,
-        repeats: Annotated[int, typer.Option(help="timed calls per side (median reported)")] = 10,
-        rows: Annotated[Optional[str], typer.Option(help="comma-separated subset of rows (default: all)")] = None,
-        seed: Seed = 0,
-        device: Device = "auto",
-        threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's)")] = None,
-        temporal: Temporal = DEFAULT_TEMPORAL,
-        json_out: Annotated[Optional[Path], typer.Option("--json", help="write results to this JSON file")] = None,
-    ) -> None:
-        """Reference vs fast per component and for the whole training step: median ms, speedup, max
-        error, peak memory, and this machine's torch.mm GFLOP/s (the roofline)."""
-        import torch
 
-        from himoe_fast.fast.bench import ROW_NAMES
+@app.command()
+def bench(
+    preset: opt.Preset = ch.Preset.deap,
+    modalities: opt.PresetModalities = None,
+    router: opt.Router = ch.Router(HiMoEConfig.router),
+    routing: opt.Routing = ch.Routing(HiMoEConfig.routing),
+    backend: opt.Backend = ch.Backend.auto,
+    batch: opt.Batch = 32,
+    seq_len: opt.Steps = 8,
+    warmup: Annotated[int, typer.Option(help="untimed calls before timing")] = 3,
+    repeats: Annotated[int, typer.Option(help="timed calls per side (median reported)")] = 10,
+    rows: Annotated[Optional[str], typer.Option(help="comma-separated subset of rows (default: all)")] = None,
+    seed: opt.InputSeed = 0,
+    device: opt.Device = ch.Device.auto,
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads (default: torch's)")] = None,
+    temporal: opt.Temporal = opt.DEFAULT_TEMPORAL,
+    json_out: opt.JsonOut = None,
+) -> None:
+    """Reference vs fast per component and for the whole training step: median ms, speedup, max
+    error, peak memory, and this machine's torch.mm GFLOP/s (the roofline)."""
+    import torch
 
-        choice(router, "--router", ROUTERS)
-        choice(routing, "--routing", ROUTINGS)
-        choice(backend, "--backend", BACKENDS)
-        if batch < 1 or seq_len < 1 or repeats < 1 or warmup < 0:
-            fail("--batch, --seq-len and --repeats must be >= 1, --warmup >= 0")
-        selected = tuple(parse_list(rows, "--rows") or ROW_NAMES)
-        for r in selected:
-            choice(r, "--rows", ROW_NAMES)
-        dev = _device(device)
-        if threads is not None:
-            if threads < 1:
-                fail("--threads must be >= 1")
-            torch.set_num_threads(threads)
-        if backend == "triton" and dev == "cpu":
-            import os
+    from himoe_fast.fast.bench import bench_rows, write_json
+    from himoe_fast.progress import Reporter
 
-            os.environ.setdefault("TRITON_INTERPRET", "1")
-        choice(temporal, "--temporal", TEMPORAL_MODES)
-        cfg = _config(preset, modalities, router=router, routing=routing, temporal=temporal)
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    if batch < 1 or seq_len < 1 or repeats < 1 or warmup < 0:
+        fail("--batch, --seq-len and --repeats must be >= 1, --warmup >= 0")
+    selected = tuple(parse_choices(rows, "--rows", ROW_NAMES) or ROW_NAMES)
+    dev = _device(device)
+    if threads is not None:
+        check_min("--threads", threads)
+        torch.set_num_threads(threads)
+    _interpret_on_cpu(backend, dev)
+    cfg = _config(preset, modalities, router=router, routing=routing, temporal=temporal)
+    with Reporter("bench", total=len(selected) + 2, transient=True) as rep:   # + the GEMM roofline, twice
+        started: list[str] = []
 
-        from himoe_fast.fast.bench import bench_rows, write_json
+        def starting(name: str) -> None:         # bench_rows names each row as it starts it
+            rep.update(len(started), label=name)
+            started.append(name)
 
-        console = Console(stderr=True)
-        with Progress(SpinnerColumn(), TextColumn("[bold]bench[/] {task.description}"), BarColumn(),
-                      TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), console=console,
-                      transient=True) as prog:
-            task = prog.add_task("starting", total=len(selected) + 2)     # + the GEMM roofline, twice
-            seen: list[str] = []
+        result = bench_rows(cfg, B=batch, T=seq_len, backend=backend.value, device=dev, warmup=warmup,
+                            repeats=repeats, seed=seed, rows=selected, progress=starting)
+        rep.update(rep.total)
+    _print_bench(result)
+    if json_out is not None:
+        write_json(result, json_out)
+        typer.echo(f"wrote {json_out}")
 
-            def progress(name: str) -> None:
-                if seen:
-                    prog.advance(task)
-                seen.append(name)
-                prog.update(task, description=name)
 
-            result = bench_rows(cfg, B=batch, T=seq_len, backend=backend, device=dev, warmup=warmup,
-                                repeats=repeats, seed=seed, rows=selected, progress=progress)
-            prog.advance(task)
-        _print_bench(result)
-        if json_out is not None:
-            write_json(result, json_out)
-            typer.echo(f"wrote {json_out}")
+@app.command()
+def doctor() -> None:
+    """Show torch, triton, CUDA/GPUs, the C++ extension's build status and MNE."""
+    import platform
+
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="himoe-fast doctor", show_header=False)
+    table.add_row("python", platform.python_version())
+    table.add_row("torch", f"{torch.__version__} (CUDA build: {torch.version.cuda or 'no'})")
+    if torch.cuda.is_available():
+        gpus = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        table.add_row("GPUs", f"{torch.cuda.device_count()}: {gpus}")
+    else:
+        table.add_row("GPUs", "none visible (Triton kernels run only under TRITON_INTERPRET=1)")
+    try:
+        import triton
+
+        table.add_row("triton", triton.__version__)
+    except Exception as exc:  # noqa: BLE001 - report whatever went wrong
+        table.add_row("triton", f"unavailable ({type(exc).__name__}: {exc})")
+    try:
+        from himoe_fast.ops import ext
+
+        status = ext.build_status()
+        table.add_row("NT-Xent extension", ", ".join(f"{k}={v}" for k, v in status.items()))
+    except Exception as exc:  # noqa: BLE001
+        table.add_row("NT-Xent extension", f"unavailable ({type(exc).__name__}: {exc})")
+    try:
+        import mne
+
+        table.add_row("mne", mne.__version__)
+    except Exception as exc:  # noqa: BLE001
+        table.add_row("mne", f"unavailable ({exc})")
+    table.add_row("threads", str(torch.get_num_threads()))
+    Console().print(table)
 
 
 def _print_parity(report) -> None:

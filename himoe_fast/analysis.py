@@ -1,4 +1,5 @@
-"""Analyses of trained models: routing weights per presence pattern (Fig. 4a), trajectories (Fig. 2)."""
+"""Analyses of trained models: routing weights per presence pattern (Fig. 4a), trajectories (Fig. 2),
+and :func:`plot_run`, which draws both for a run folder (``himoe-fast plots``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import CheckpointError, SettingsError, UserInputError
+from .errors import CheckpointError, RunDirError, SettingsError, UserInputError
 
 
 @torch.no_grad()
@@ -82,3 +83,61 @@ def subject_trajectory(predictions: str | Path, subject: int | None = None) -> t
     true = z["labels"][pick].reshape(-1, n_t)
     keep = z["label_mask"][pick].reshape(-1, n_t).all(axis=1)
     return pred[keep], true[keep], subject
+
+
+#: ``plot_run``'s defaults (``himoe-fast plots``): the heatmap's simulated missing rate and how many of
+#: the most frequent presence patterns it shows
+HEATMAP_MISSING_RATE = 0.3
+HEATMAP_PATTERNS = 16
+
+
+def finished_folds(run: str | Path) -> list[Path]:
+    """Fold folders of ``run`` with a model and its test predictions (``folds/*/model.pt`` and
+    ``predictions.npz``), in name order."""
+    run = Path(run)
+    folds = sorted(run.glob("folds/*")) if run.is_dir() else []
+    return [d for d in folds if (d / "model.pt").exists() and (d / "predictions.npz").exists()]
+
+
+def plot_run(run: str | Path, *, fold: str | None = None, subject: int | None = None,
+             missing_rate: float = HEATMAP_MISSING_RATE, patterns: int = HEATMAP_PATTERNS) -> tuple[Path, Path]:
+    """Fig. 2 and Fig. 4a of a trained run, written into ``run``: ``trajectories.png`` (predicted vs
+    true ratings of one test subject) and ``routing_heatmap.png`` (modality-bank gates per presence
+    pattern, the ``patterns`` most frequent ones).
+
+    Uses the first finished fold, or the one named ``fold``. The heatmap reruns the fold's model on
+    its test sequences with ``missing_rate`` simulated missing modalities: the data and the split are
+    rebuilt from the run settings stored in the checkpoint, and the masks are those of the run's seed.
+    Returns the two paths.
+    """
+    from .plots import plot_routing_heatmap, plot_trajectories
+    from .train.checkpoint import load_model
+    from .train.experiment import RunConfig, build_splits, load_data
+
+    if not 0.0 <= missing_rate < 1.0:
+        raise SettingsError(f"missing rate must be in [0, 1), got {missing_rate}")
+    if patterns < 1:
+        raise SettingsError(f"the heatmap needs at least one presence pattern, got {patterns}")
+    run = Path(run)
+    folds = [d for d in finished_folds(run) if fold is None or d.name == fold]
+    if not folds:
+        raise RunDirError(f"{run}: no finished fold (folds/*/model.pt and predictions.npz) to plot")
+    fold_dir = folds[0]
+    model_path = fold_dir / "model.pt"
+    pred, true, subj = subject_trajectory(fold_dir / "predictions.npz", subject)
+    model, cfg, extra = load_model(model_path)
+    if not hasattr(model, "modality_bank"):
+        raise SettingsError(f"{fold_dir}: routing heatmap needs a Hi-MoE model, this is {extra.get('model_name')}")
+    rc = RunConfig.from_stored(extra.get("run_config"), model_path, progress=False)
+    data = load_data(rc, progress=False)
+    splits = build_splits(rc, data)                    # the split seed is the training seed, as in training
+    fold_index = extra.get("fold", 0)
+    if not (isinstance(fold_index, int) and 0 <= fold_index < len(splits)):
+        raise CheckpointError(model_path, f"its fold number {fold_index!r} is not a fold of its run")
+    trajectories = plot_trajectories(pred, true, cfg.targets, run / "trajectories.png",
+                                     title=f"Subject {subj}: predicted vs true ({fold_dir.name})", window_s=cfg.window_s)
+    names, weights, counts = routing_by_pattern(model, data, splits[fold_index].test, missing_rate=missing_rate,
+                                                seed=rc.train.seed)
+    heatmap = plot_routing_heatmap(names[:patterns], weights[:patterns], cfg.modality_names,
+                                   run / "routing_heatmap.png", counts[:patterns])
+    return trajectories, heatmap
