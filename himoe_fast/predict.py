@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import DEAP_MODALITIES, DEAP_SFREQ, DEAP_TARGETS, DREAMER_MODALITIES, DREAMER_TARGETS, HiMoEConfig
+from .config import DEAP_FACE_FEATURES, DEAP_MODALITIES, DEAP_SFREQ, DEAP_TARGETS, DREAMER_MODALITIES, DREAMER_TARGETS, HiMoEConfig
 from .data.errors import DatasetError
 
 
@@ -288,9 +288,7 @@ def detect_dataset(path: Path) -> str:
 def _provided(dataset: str, data_dir: Path) -> dict[str, tuple[int, float | None]]:
     """modality -> (channels, rate or None when the config decides) the data set can supply."""
     if dataset == "deap":
-        out: dict[str, tuple[int, float | None]] = {m: (len(v[0]), DEAP_SFREQ) for m, v in DEAP_MODALITIES.items()}
-        out["face"] = (17, None)
-        return out
+        return {m: (len(v[0]), DEAP_SFREQ) for m, v in DEAP_MODALITIES.items()}
     if dataset == "dreamer":
         return {m: (v[0], v[1]) for m, v in DREAMER_MODALITIES.items()}
     from .data.recordings import scan_recordings
@@ -300,8 +298,12 @@ def _provided(dataset: str, data_dir: Path) -> dict[str, tuple[int, float | None
 
 def load_prediction_data(data_dir: str | Path, cfg: HiMoEConfig, *, dataset: str = "auto",
                          stride_s: float | None = None, subjects: int | None = None, resample: bool = False,
-                         cache_dir: str | None = None, progress: bool = True) -> PredictionData:
+                         cache_dir: str | None = None, progress: bool = True,
+                         face_dir: str | Path | None = None) -> PredictionData:
     """Preprocess (and cache) new data for a model trained with ``cfg``.
+
+    ``face_dir``: DEAP only, the folder of the ``sNN_face.npz`` face features (as ``train --face-dir``);
+    without it a model's ``face`` modality is absent throughout.
 
     The model's modalities that the data have are used; the others are absent everywhere (listed
     in ``missing_modalities``). A modality with another channel count, or (unless ``resample``) another
@@ -318,7 +320,13 @@ def load_prediction_data(data_dir: str | Path, cfg: HiMoEConfig, *, dataset: str
         dataset = detect_dataset(path)
     if dataset not in ("deap", "dreamer", "recordings"):
         raise DatasetError(path, "cannot tell the data set (expected a DEAP folder, DREAMER.mat or a recordings folder)")
+    if face_dir is not None and dataset != "deap":
+        raise DatasetError(Path(face_dir), f"face features are read for DEAP data only, these are {dataset} data")
     provided = _provided(dataset, path)
+    if face_dir is not None:
+        if not Path(face_dir).is_dir():
+            raise DatasetError(Path(face_dir), "no such face-feature folder")
+        provided["face"] = (DEAP_FACE_FEATURES, None)
     use, missing = [], []
     for spec in cfg.modalities:
         if spec.name not in provided:
@@ -344,7 +352,7 @@ def load_prediction_data(data_dir: str | Path, cfg: HiMoEConfig, *, dataset: str
         wd = prepare_recordings(path, sub, strict_rates=not resample, **kw)
     else:
         target = path / "DREAMER.mat" if dataset == "dreamer" and path.is_dir() else path
-        wd = prepare_windows(dataset, target, sub, **kw)
+        wd = prepare_windows(dataset, target, sub, **kw, **({"face_dir": face_dir} if face_dir is not None else {}))
     n = wd.n_windows
     available = np.zeros((n, cfg.n_modalities), bool)
     for j, name in enumerate(wd.modalities):
@@ -568,7 +576,7 @@ def run_predict(model_path: str | Path, data_dir: str | Path, out: str | Path, *
                 dataset: str = "auto", impl: str = "fast", device: str | None = None, batch_size: int = 1024,
                 stride_s: float | None = None, subjects: int | None = None, resample: bool = False,
                 plots: bool = True, progress: bool = True, seq_len: int | None = None, mode: str = "causal",
-                preprocessing: str = "offline") -> dict:
+                preprocessing: str = "offline", face_dir: str | Path | None = None) -> dict:
     """``himoe-fast predict`` as a function: load models, preprocess data, predict, write ``out``.
 
     ``preprocessing="online"`` runs recordings through the streaming pipeline instead
@@ -581,7 +589,7 @@ def run_predict(model_path: str | Path, data_dir: str | Path, out: str | Path, *
         raise ValueError(f"preprocessing must be one of {PREPROCESSING}, got {preprocessing!r}")
     loaded = load_models(model_path, fold, impl=impl, device=device, seq_len=seq_len)
     data = load_prediction_data(data_dir, loaded.cfg, dataset=dataset, stride_s=stride_s, subjects=subjects,
-                                resample=resample, progress=progress)
+                                resample=resample, progress=progress, face_dir=face_dir)
     t0 = time.perf_counter()
     if preprocessing == "online":
         n_rec = int(np.unique(data.trial).size)

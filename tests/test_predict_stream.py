@@ -419,3 +419,23 @@ def test_train_on_a_bad_recording_file_is_one_line(tmp_path):
         assert res.stderr.count("\n") == 1 and res.stderr.startswith("himoe-fast: error:")
         assert cmd[0] == "predict" or "eeg.edf" in res.stderr
         assert not out.exists()
+
+
+def test_predict_reads_deap_face_features_only_from_face_dir(tmp_path):
+    from himoe_fast.data import write_synthetic_deap
+    from himoe_fast.data.errors import DatasetError
+    from himoe_fast.predict import run_predict
+
+    deap = write_synthetic_deap(tmp_path / "deap", n_subjects=1, seed=2, n_trials=2, trial_s=13.0,
+                                face_dir=tmp_path / "face")
+    cfg = HiMoEConfig.deap(["eeg", "gsr", "face"], d_model=16, expert_hidden=24, router_dim=8)
+    model = _model_file(tmp_path / "m.pt", cfg)
+    kw = dict(plots=False, progress=False, impl="reference")
+    with_face = run_predict(model, deap, tmp_path / "with", face_dir=tmp_path / "face", **kw)
+    without = run_predict(model, deap, tmp_path / "without", **kw)
+    assert with_face["missing_modalities"] == [] and without["missing_modalities"] == ["face"]
+    rows = list(csv.DictReader(open(tmp_path / "with" / "predictions.csv")))
+    assert len(rows) == 2 * 10 and {r["present_face"] for r in rows} == {"1"}
+    assert {r["present_face"] for r in csv.DictReader(open(tmp_path / "without" / "predictions.csv"))} == {"0"}
+    with pytest.raises(DatasetError, match="no such face-feature folder"):
+        run_predict(model, deap, tmp_path / "x", face_dir=tmp_path / "nope", **kw)
