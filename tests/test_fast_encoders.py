@@ -17,18 +17,17 @@ pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 @pytest.mark.parametrize("L,p", [(32, 4), (35, 4), (7, 7), (9, 2)])
 @pytest.mark.parametrize("chunk", [1 << 18, 50])
-def test_gelu_pool_matches_gelu_then_avg_pool(monkeypatch, L, p, chunk):
-    monkeypatch.setattr(fe, "CHUNK_ELEMS", chunk)            # 50: one token per chunk, many chunks
+def test_gelu_pool_matches_gelu_then_avg_pool(L, p, chunk):
     h = torch.randn(5, L, 6, requires_grad=True)
     g = torch.randn(5, L // p, 6)
-    out = fe.gelu_pool(h, p)
+    out = fe.gelu_pool(h, p, chunk_elems=chunk)              # 50: one token per chunk, many chunks
     ref = F.avg_pool1d(F.gelu(h).transpose(1, 2), p).transpose(1, 2)
     torch.testing.assert_close(out, ref, **FWD)
     (gh,) = torch.autograd.grad((out * g).sum(), h)
     (rh,) = torch.autograd.grad((ref * g).sum(), h)
     torch.testing.assert_close(gh, rh, **GRAD)
     with torch.no_grad():
-        torch.testing.assert_close(fe.gelu_pool(h, p), ref, **FWD)
+        torch.testing.assert_close(fe.gelu_pool(h, p, chunk_elems=chunk), ref, **FWD)
 
 
 @pytest.mark.parametrize("S,k", [(32, 9), (17, 5), (8, 3), (5, 7)])
@@ -44,12 +43,11 @@ def test_toeplitz_depthwise_conv_matches_conv1d(S, k):
                                torch.autograd.grad((ref * g).sum(), [y, w]), **GRAD)
 
 
-def test_depthwise_conv_long_window_falls_back(monkeypatch):
-    monkeypatch.setattr(fe, "TOEPLITZ_MAX_S", 16)
+def test_depthwise_conv_long_window_falls_back():
     y = torch.randn(3, 2, 40)
     w = torch.randn(3, 5)
     ref = F.conv1d(y.transpose(0, 1), w.unsqueeze(1), padding=2, groups=3).transpose(0, 1)
-    torch.testing.assert_close(fe.depthwise_conv_cm(y, w), ref, **FWD)
+    torch.testing.assert_close(fe.depthwise_conv_cm(y, w, toeplitz_max_s=16), ref, **FWD)
 
 
 @pytest.mark.parametrize("channels,sfreq", [(32, 128.0), (1, 64.0), (5, 100.0)])

@@ -116,10 +116,13 @@ class ToeplitzDepthwiseConv(torch.autograd.Function):
         return dy, dw
 
 
-def depthwise_conv_cm(y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """Depthwise 'same' conv on channel-major ``y [C, N, S]`` with filters ``w [C, k]`` (odd k)."""
+def depthwise_conv_cm(y: torch.Tensor, w: torch.Tensor, toeplitz_max_s: int | None = None) -> torch.Tensor:
+    """Depthwise 'same' conv on channel-major ``y [C, N, S]`` with filters ``w [C, k]`` (odd k).
+
+    Windows of up to ``toeplitz_max_s`` samples (default :data:`TOEPLITZ_MAX_S`) use the Toeplitz GEMM,
+    longer ones ``conv1d``."""
     S, k = y.shape[-1], w.shape[-1]
-    if S <= TOEPLITZ_MAX_S:
+    if S <= (TOEPLITZ_MAX_S if toeplitz_max_s is None else toeplitz_max_s):
         # autocast (the reference's conv1d runs in its dtype) is applied here, once: the Function's
         # backward runs outside autocast and needs both operands in one dtype
         y, w = unify_dtypes("depthwise_conv", ("y", "w"), (y, w), y.device)
@@ -173,16 +176,16 @@ class GeluPool(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h, p: int):
+    def forward(ctx, h, p: int, chunk_elems: int):
         N, L, C = h.shape
         L1 = L // p
         out = h.new_empty((N, L1, C))
-        step = _chunk_rows(h, L * C)
+        step = _chunk_rows(h, L * C, chunk_elems)
         for n0 in range(0, N, step):
             hc = h[n0:n0 + step, : L1 * p]
             torch.mean(F.gelu(hc).view(hc.shape[0], L1, p, C), 2, out=out[n0:n0 + step])
         ctx.save_for_backward(h)
-        ctx.p = p
+        ctx.p, ctx.chunk_elems = p, chunk_elems
         return out
 
     @staticmethod
@@ -194,7 +197,7 @@ class GeluPool(torch.autograd.Function):
         exact = L1 * p == L
         dh = h.new_empty(h.shape) if exact else h.new_zeros(h.shape)
         grad = grad / p
-        step = _chunk_rows(h, L * C)
+        step = _chunk_rows(h, L * C, ctx.chunk_elems)
         buf = h.new_empty((min(step, N), L1, p, C))
         for n0 in range(0, N, step):
             nc = min(step, N - n0)
@@ -206,24 +209,25 @@ class GeluPool(torch.autograd.Function):
             else:
                 torch.ops.aten.gelu_backward.grad_input(g, hc, grad_input=g)
                 dh[n0:n0 + nc, : L1 * p] = g.view(nc, L1 * p, C)
-        return dh, None
+        return dh, None, None
 
 
 #: target size (elements) of the token chunks of :class:`GeluPool` on CPU (~1 MiB of fp32)
 CHUNK_ELEMS = 1 << 18
 
 
-def _chunk_rows(h: torch.Tensor, per_row: int) -> int:
+def _chunk_rows(h: torch.Tensor, per_row: int, chunk_elems: int) -> int:
     """Tokens per chunk: cache-sized on CPU; one chunk on GPUs (no cache to win, launches to lose)."""
     if h.device.type != "cpu":
         return max(1, h.shape[0])
-    return max(1, CHUNK_ELEMS // max(1, per_row))
+    return max(1, chunk_elems // max(1, per_row))
 
 
-def gelu_pool(h: torch.Tensor, p: int) -> torch.Tensor:
-    """``AvgPool1d(p)`` (floor mode) of ``gelu(h)`` over dim 1 of a time-major ``[N, L, C]`` tensor."""
+def gelu_pool(h: torch.Tensor, p: int, chunk_elems: int = CHUNK_ELEMS) -> torch.Tensor:
+    """``AvgPool1d(p)`` (floor mode) of ``gelu(h)`` over dim 1 of a time-major ``[N, L, C]`` tensor
+    (backward in token chunks of about ``chunk_elems`` elements on CPU, :class:`GeluPool`)."""
     if torch.is_grad_enabled() and h.requires_grad:
-        return GeluPool.apply(h, p)
+        return GeluPool.apply(h, p, chunk_elems)
     return _pool_last(F.gelu(h), p)
 
 
