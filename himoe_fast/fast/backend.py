@@ -101,6 +101,10 @@ def _load_kernel_module(name: str, device: torch.device | str):
     full = f"himoe_fast.kernels.{name}"
     on_cpu = torch.device(device).type != "cuda"
     if on_cpu and full not in sys.modules:
+        # Triton decides interpreter-or-compiler when a module's @triton.jit functions are decorated,
+        # from this variable, and its own knobs write it back to os.environ anyway: the choice is
+        # per process by Triton's design. Set it only here, before the first import for CPU tensors
+        # (tests/conftest.py sets it first thing when no GPU is visible).
         os.environ["TRITON_INTERPRET"] = "1"
     mod = importlib.import_module(full)
     if on_cpu and not _interpreted(mod):
