@@ -213,3 +213,26 @@ def test_ratings_are_learnable_from_band_powers():
         hr = f[band][spec[:, band].argmax(-1)]
         rates.append(hr - hr.mean())
     assert _corr(np.concatenate(rates), arousal) > 0.3
+
+
+# ------------------------------------------------------------------------------------ coupling table
+def _zygomaticus_valence_r(seed: int) -> float:
+    """Correlation over 40 trials between the zygomaticus EMG level (log RMS after the baseline) and
+    the valence rating."""
+    data, labels, _ = synthetic_deap_subject(seed, 0, n_trials=40, trial_s=10.0)
+    x = data[:, 34, 384:]
+    level = np.log(x.std(-1))
+    return float(np.corrcoef(level, labels[:, 0])[0, 1])
+
+
+def test_coupling_table_sets_how_strongly_a_signal_carries_an_affect(monkeypatch):
+    from himoe_fast.data.synthetic_coupling import AFFECT_COUPLING
+
+    assert AFFECT_COUPLING["emg_zygomaticus"]["valence"] > 0      # smiling goes with pleasant ratings
+    assert _zygomaticus_valence_r(1) > 0.7
+    monkeypatch.setitem(AFFECT_COUPLING["emg_zygomaticus"], "valence", -0.8)
+    monkeypatch.setitem(AFFECT_COUPLING["emg_zygomaticus"], "liking", -0.2)
+    assert _zygomaticus_valence_r(1) < -0.7                        # the table's sign is the generator's
+    monkeypatch.setitem(AFFECT_COUPLING["emg_zygomaticus"], "valence", 0.0)
+    monkeypatch.setitem(AFFECT_COUPLING["emg_zygomaticus"], "liking", 0.0)
+    assert abs(_zygomaticus_valence_r(1)) < 0.35                  # no coupling, no relation

@@ -16,7 +16,9 @@ Affect model
     heart rate, breathing rate, skin conductance level, temperature, blink rate.
 
 Signals (each driven by the felt state delayed by a modality-specific lag, times a per-subject
-jitter of x0.8-1.25, which is the asynchrony the alignment module is meant to absorb)
+jitter of x0.8-1.25, which is the asynchrony the alignment module is meant to absorb; every
+coupling weight, lag, subject spread and noise level named below is in the one table of
+:mod:`.synthetic_coupling`)
     * EEG (lag 0.2 s): 1/f background + theta/alpha/beta/gamma oscillations whose amplitudes follow
       the affect: frontal alpha asymmetry (left-frontal alpha down / right-frontal alpha up with
       valence), alpha down and beta/gamma up with arousal, temporal gamma up with valence, frontal
@@ -59,6 +61,8 @@ from ..config import DEAP_EEG_CHANNELS, DREAMER_EEG_CHANNELS
 from .cache import atomic_dir, cache_key, cache_root, remove_stale_tmp, staged_files
 from .deap import FACE_SUFFIX, atomic_write, save_deap_subject, save_face_features
 from .dreamer import dreamer_struct
+from .synthetic_coupling import (AFFECT_COUPLING, DRIVE, FACE_AU_COUPLING, FACE_GAIN, FELT_STATE, LATENTS,
+                                 MODALITY_LAGS, NOISE, REPORT_NOISE_SD, RESPONSE_SMOOTHING_S, SUBJECT_SPREAD)
 
 #: Bump when the generator's output changes (part of the ensure_synthetic cache key).
 GENERATOR_VERSION = 2
@@ -66,21 +70,11 @@ GENERATOR_VERSION = 2
 #: Text header of the synthetic DREAMER.mat (MAT v5 files start with 116 bytes of free text).
 MAT_HEADER_TEXT = b"MATLAB 5.0 MAT-file, written by himoe-fast (synthetic DREAMER)"
 
-#: Response lag of each signal family to the felt state, seconds (before per-subject jitter).
-MODALITY_LAGS = {"eeg": 0.2, "emg": 0.5, "face": 0.8, "eog": 1.0, "heart": 2.0, "resp": 2.5,
-                 "gsr": 3.0, "temp": 6.0}
-V, A, D, L = range(4)   # latent order: valence, arousal, dominance, liking
+V, A, D, L = (LATENTS.index(n) for n in ("valence", "arousal", "dominance", "liking"))   # latent axis order
 
-#: 17 OpenFace action units and their weights on (valence, arousal, dominance, liking).
-FACE_AUS = ("AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU12", "AU14", "AU15",
-            "AU17", "AU20", "AU23", "AU25", "AU26", "AU45")
-_FACE_W = np.array([
-    [-0.1, 0.5, 0.0, 0.0], [0.0, 0.4, 0.0, 0.0], [-0.6, 0.1, 0.0, 0.0], [0.0, 0.5, 0.0, 0.0],
-    [0.6, 0.0, 0.0, 0.1], [-0.3, 0.2, 0.0, 0.0], [-0.4, 0.0, 0.0, 0.0], [-0.3, 0.0, 0.0, 0.0],
-    [0.8, 0.0, 0.0, 0.2], [0.2, 0.0, 0.0, 0.0], [-0.5, 0.0, 0.0, 0.0], [-0.3, 0.0, -0.2, 0.0],
-    [-0.2, 0.3, 0.0, 0.0], [0.0, 0.0, 0.3, 0.0], [0.0, 0.4, 0.0, 0.0], [0.0, 0.3, 0.0, 0.0],
-    [0.0, 0.3, 0.0, 0.0],
-], dtype=np.float32)
+#: 17 OpenFace action units and their weights ``[17, 4]`` on (valence, arousal, dominance, liking).
+FACE_AUS = tuple(FACE_AU_COUPLING)
+_FACE_W = np.array([[FACE_AU_COUPLING[au].get(n, 0.0) for n in LATENTS] for au in FACE_AUS], dtype=np.float32)
 FACE_FPS = 25.0
 
 
@@ -200,30 +194,35 @@ class _Subject:
 
 
 def _subject(rng: np.random.Generator) -> _Subject:
+    """A subject's traits drawn from ``SUBJECT_SPREAD`` (the draw order is part of the files)."""
+    sp = SUBJECT_SPREAD
     return _Subject(
-        reactivity=float(rng.uniform(0.6, 1.4)),
-        mood=rng.normal(0.0, 0.15, 2).astype(np.float32),
-        lag_jitter={k: float(rng.uniform(0.8, 1.25)) for k in MODALITY_LAGS},
-        iaf=float(rng.uniform(9.0, 11.0)),
-        band_gain=np.exp(rng.normal(0.0, 0.25, 4)).astype(np.float32),
-        hr=float(rng.uniform(60.0, 80.0)),
-        resp_rate=float(rng.uniform(0.2, 0.3)),
-        scl=float(rng.uniform(2.0, 10.0)),
-        temp=float(rng.uniform(30.5, 34.0)),
-        blink_rate=float(rng.uniform(0.15, 0.4)),
-        face_bias=rng.normal(-1.0, 0.5, len(FACE_AUS)).astype(np.float32),
-        eeg_effects=rng.uniform(0.3, 1.5, (4, 1, 4)).astype(np.float32),
+        reactivity=float(rng.uniform(*sp["reactivity"])),
+        mood=rng.normal(*sp["mood"][1:], 2).astype(np.float32),
+        lag_jitter={k: float(rng.uniform(*sp["lag_jitter"])) for k in MODALITY_LAGS},
+        iaf=float(rng.uniform(*sp["alpha_peak_hz"])),
+        band_gain=np.exp(rng.normal(*sp["band_gain"][1:], 4)).astype(np.float32),
+        hr=float(rng.uniform(*sp["heart_rate_bpm"])),
+        resp_rate=float(rng.uniform(*sp["resp_rate_hz"])),
+        scl=float(rng.uniform(*sp["skin_conductance_us"])),
+        temp=float(rng.uniform(*sp["skin_temp_c"])),
+        blink_rate=float(rng.uniform(*sp["blink_rate_hz"])),
+        face_bias=rng.normal(*sp["face_bias"][1:], len(FACE_AUS)).astype(np.float32),
+        eeg_effects=rng.uniform(*sp["eeg_effect_gain"], (4, 1, 4)).astype(np.float32),
     )
 
 
 def _felt_states(rng: np.random.Generator, n_trials: int) -> np.ndarray:
     """``[n_trials, 4]`` felt (valence, arousal, dominance, liking) in [-1, 1], quadrant design."""
-    quadrants = np.array([[-1, -1], [-1, 1], [1, -1], [1, 1]], np.float32) * 0.55
+    fs = FELT_STATE
+    quadrants = np.array([[-1, -1], [-1, 1], [1, -1], [1, 1]], np.float32) * fs["quadrant"]
     q = quadrants[rng.permutation(np.arange(n_trials) % 4)]
-    v = np.clip(q[:, 0] + rng.normal(0, 0.3, n_trials), -1, 1)
-    a = np.clip(q[:, 1] + rng.normal(0, 0.3, n_trials), -1, 1)
-    d = np.clip(0.45 * v - 0.1 * a + rng.normal(0, 0.35, n_trials), -1, 1)
-    lk = np.clip(0.65 * v + 0.15 * a + rng.normal(0, 0.3, n_trials), -1, 1)
+    v = np.clip(q[:, 0] + rng.normal(0, fs["quadrant_sd"], n_trials), -1, 1)
+    a = np.clip(q[:, 1] + rng.normal(0, fs["quadrant_sd"], n_trials), -1, 1)
+    d = np.clip(fs["dominance_from_valence"] * v + fs["dominance_from_arousal"] * a
+                + rng.normal(0, fs["dominance_sd"], n_trials), -1, 1)
+    lk = np.clip(fs["liking_from_valence"] * v + fs["liking_from_arousal"] * a
+                 + rng.normal(0, fs["liking_sd"], n_trials), -1, 1)
     return np.stack([v, a, d, lk], 1).astype(np.float32)
 
 
@@ -234,22 +233,25 @@ def _drive(rng: np.random.Generator, felt: np.ndarray, subj: _Subject, n: int, f
     n_trials = felt.shape[0]
     t = np.arange(n, dtype=np.float32) / np.float32(fs)
     after = np.clip(t - onset_s, 0.0, None)[None, :]
-    tau = rng.uniform(4.0, 12.0, (n_trials, 1)).astype(np.float32)
+    tau = rng.uniform(*DRIVE["ramp_tau_s"], (n_trials, 1)).astype(np.float32)
     ramp = (1.0 - np.exp(-after / tau)) * (after > 0)
     slow = _spectral_noise(rng, (n_trials, 2), n, fs, band=(0.0, 0.1))
     dur = max(n / fs - onset_s, 1.0)
     centers = onset_s + rng.uniform(0.2, 0.9, (n_trials, 2, 1)) * dur
-    widths = rng.uniform(3.0, 8.0, (n_trials, 2, 1))
+    widths = rng.uniform(*DRIVE["peak_width_s"], (n_trials, 2, 1))
     peaks = np.exp(-0.5 * np.square((t[None, None, :] - centers) / widths)).sum(1).astype(np.float32)
-    intensity = ramp * (1.0 + 0.3 * slow[:, 0] + 0.5 * peaks)
+    intensity = ramp * (1.0 + DRIVE["slow"] * slow[:, 0] + DRIVE["peaks"] * peaks)
     drive = felt[:, :, None] * (subj.reactivity * intensity)[:, None, :]
-    drive[:, A] += 0.15 * ramp * slow[:, 1]              # arousal wanders on its own
+    drive[:, A] += DRIVE["arousal_wander"] * ramp * slow[:, 1]              # arousal wanders on its own
     drive[:, :2] += subj.mood[None, :, None]              # tonic mood (also in the baseline)
     return drive.astype(np.float32)
 
 
-def _lagged(drive: np.ndarray, family: str, subj: _Subject, fs: float, tau_s: float | None = None) -> np.ndarray:
+def _lagged(drive: np.ndarray, family: str, subj: _Subject, fs: float) -> np.ndarray:
+    """The drive as signal ``family`` sees it: delayed by its (jittered) lag, smoothed where the
+    coupling table gives the family a response time constant."""
     x = _delay(drive, int(round(MODALITY_LAGS[family] * subj.lag_jitter[family] * fs)))
+    tau_s = RESPONSE_SMOOTHING_S.get(family)
     return _smooth(x, fs, tau_s) if tau_s else x
 
 
@@ -271,14 +273,15 @@ def _eeg_weights(channels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     base[1, posterior] += 1.0
     base[0, midline] += 0.4
     w = np.zeros((4, C, 4), np.float32)
-    w[1, :, A] = -0.35
-    w[1, left_front, V] = -0.35
-    w[1, right_front, V] = 0.35
-    w[0, midline, A] = 0.2
-    w[0, midline, D] = -0.3
-    w[2, :, A] = 0.35
-    w[3, :, A] = 0.4
-    w[3, temporal, V] = 0.25
+    c = AFFECT_COUPLING
+    w[1, :, A] = c["eeg_alpha"]["arousal"]
+    w[1, left_front, V] = c["eeg_alpha_left_frontal"]["valence"]
+    w[1, right_front, V] = c["eeg_alpha_right_frontal"]["valence"]
+    w[0, midline, A] = c["eeg_theta_midline"]["arousal"]
+    w[0, midline, D] = c["eeg_theta_midline"]["dominance"]
+    w[2, :, A] = c["eeg_beta"]["arousal"]
+    w[3, :, A] = c["eeg_gamma"]["arousal"]
+    w[3, temporal, V] = c["eeg_gamma_temporal"]["valence"]
     return base, w
 
 
@@ -291,13 +294,14 @@ def _eeg(rng, drive, subj, fs, channels) -> np.ndarray:
     w = w * subj.eeg_effects
     # nuisance: per-trial band levels (shared and per channel) and slow within-trial level drifts,
     # i.e. state changes unrelated to the ratings
-    nuisance = (rng.normal(0.0, 0.3, (n_trials, 4, 1)) + _regional(rng, (n_trials, 4), tuple(channels), 0.35)
+    nuisance = (rng.normal(0.0, NOISE["eeg_trial_band_sd"], (n_trials, 4, 1))
+                + _regional(rng, (n_trials, 4), tuple(channels), NOISE["eeg_regional_sd"])
                 )[..., None].astype(np.float32)                                            # [t, 4, C, 1]
-    drift = 0.2 * _spectral_noise(rng, (n_trials, 4), n, fs, band=(0.0, 0.05))
+    drift = NOISE["eeg_drift"] * _spectral_noise(rng, (n_trials, 4), n, fs, band=(0.0, 0.05))
     bands = {"theta": (4.0, 7.5), "alpha": (subj.iaf - 1.5, subj.iaf + 1.5), "beta": (14.0, 30.0),
              "gamma": (30.0, 45.0)}
-    gains = np.exp(rng.normal(0.0, 0.2, C)).astype(np.float32)
-    x = _spectral_noise(rng, (n_trials, C), n, fs, exponent=1.0) * 0.8
+    gains = np.exp(rng.normal(0.0, NOISE["eeg_channel_gain_sd"], C)).astype(np.float32)
+    x = _spectral_noise(rng, (n_trials, C), n, fs, exponent=1.0) * NOISE["eeg_background"]
     for b, name in enumerate(_BANDS):
         log_amp = np.tensordot(lat, w[b], axes=([1], [1])).transpose(0, 2, 1)        # [t, C, n]
         env = np.exp(log_amp + nuisance[:, b] + drift[:, b, None, :])
@@ -313,10 +317,10 @@ def _eog(rng, drive, subj, fs) -> np.ndarray:
     a = _lagged(drive, "eog", subj, fs)[:, A]
     kt = np.arange(int(0.5 * fs), dtype=np.float32) / fs
     blink = np.exp(-0.5 * np.square((kt - 0.15) / 0.05))
-    veog = _event_train(rng, subj.blink_rate * np.exp(0.5 * a), fs,
+    veog = _event_train(rng, subj.blink_rate * np.exp(AFFECT_COUPLING["eog_blink_rate"]["arousal"] * a), fs,
                         rng.normal(150.0, 30.0, a.shape).astype(np.float32), blink)
-    steps = _event_train(rng, 0.8 * np.exp(0.3 * a), fs, rng.normal(0.0, 30.0, a.shape).astype(np.float32),
-                         np.ones(1, np.float32))
+    steps = _event_train(rng, 0.8 * np.exp(AFFECT_COUPLING["eog_saccade_rate"]["arousal"] * a), fs,
+                         rng.normal(0.0, 30.0, a.shape).astype(np.float32), np.ones(1, np.float32))
     heog = scipy.signal.lfilter([1.0], [1.0, -0.995], steps, axis=-1).astype(np.float32)
     drift = _spectral_noise(rng, (n_trials, 2), n, fs, exponent=2.0) * 10.0
     return np.stack([heog, veog], 1) + drift + 3.0 * _spectral_noise(rng, (n_trials, 2), n, fs, exponent=1.0)
@@ -326,7 +330,9 @@ def _emg(rng, drive, subj, fs) -> np.ndarray:
     """Zygomaticus, trapezius EMG in uV, ``[n_trials, 2, n]``."""
     n_trials, _, n = drive.shape
     lat = _lagged(drive, "emg", subj, fs)
-    env = np.stack([np.exp(0.8 * lat[:, V] + 0.2 * lat[:, L]), np.exp(0.6 * lat[:, A] - 0.2 * lat[:, D])], 1)
+    zyg, trap = AFFECT_COUPLING["emg_zygomaticus"], AFFECT_COUPLING["emg_trapezius"]
+    env = np.stack([np.exp(zyg["valence"] * lat[:, V] + zyg["liking"] * lat[:, L]),
+                    np.exp(trap["arousal"] * lat[:, A] + trap["dominance"] * lat[:, D])], 1)
     carrier = _spectral_noise(rng, (n_trials, 2), n, fs, band=(20.0, min(60.0, fs / 2 - 1)))
     t = np.arange(n, dtype=np.float32) / fs
     line = 1.0 * np.sin(2 * np.pi * 50.0 * t[None, None, :] + rng.uniform(0, 2 * np.pi, (n_trials, 2, 1)))
@@ -336,24 +342,26 @@ def _emg(rng, drive, subj, fs) -> np.ndarray:
 def _gsr_ohm(rng, drive, subj, fs) -> np.ndarray:
     """Skin resistance in Ohm, ``[n_trials, n]`` (conductance rises with arousal)."""
     n_trials, _, n = drive.shape
-    a = _lagged(drive, "gsr", subj, fs, tau_s=4.0)[:, A]
+    a = _lagged(drive, "gsr", subj, fs)[:, A]
     kt = np.arange(int(15 * fs), dtype=np.float32) / fs
     scr = np.exp(-kt / 2.0) - np.exp(-kt / 0.75)
     scr /= scr.max()
-    sizes = (0.06 * subj.scl * np.exp(rng.normal(0.0, 0.4, a.shape)) * np.exp(0.4 * a)).astype(np.float32)
-    phasic = _event_train(rng, 0.04 * np.exp(1.2 * a), fs, sizes, scr)
+    sizes = (0.06 * subj.scl * np.exp(rng.normal(0.0, 0.4, a.shape))
+             * np.exp(AFFECT_COUPLING["gsr_response_size"]["arousal"] * a)).astype(np.float32)
+    phasic = _event_train(rng, 0.04 * np.exp(AFFECT_COUPLING["gsr_response_rate"]["arousal"] * a), fs, sizes, scr)
     drift = 0.03 * subj.scl * _spectral_noise(rng, (n_trials,), n, fs, exponent=2.0)
-    conductance = subj.scl * np.exp(0.3 * a) + phasic + drift             # uS
+    conductance = subj.scl * np.exp(AFFECT_COUPLING["gsr_level"]["arousal"] * a) + phasic + drift             # uS
     return 1e6 / np.maximum(conductance, 0.2 * subj.scl)
 
 
 def _breathing(rng, drive, subj, fs) -> tuple[np.ndarray, np.ndarray]:
     """(respiration belt signal, respiration phase), both ``[n_trials, n]``."""
     n_trials, _, n = drive.shape
-    a = _lagged(drive, "resp", subj, fs, tau_s=2.0)[:, A]
-    rate = subj.resp_rate * np.exp(0.25 * a) + 0.02 * _spectral_noise(rng, (n_trials,), n, fs, band=(0.0, 0.1))
+    a = _lagged(drive, "resp", subj, fs)[:, A]
+    rate = (subj.resp_rate * np.exp(AFFECT_COUPLING["resp_rate"]["arousal"] * a)
+            + 0.02 * _spectral_noise(rng, (n_trials,), n, fs, band=(0.0, 0.1)))
     phase = 2 * np.pi * np.cumsum(rate, axis=-1, dtype=np.float64) / fs + rng.uniform(0, 2 * np.pi, (n_trials, 1))
-    depth = 400.0 * np.exp(-0.2 * a)
+    depth = 400.0 * np.exp(AFFECT_COUPLING["resp_depth"]["arousal"] * a)
     belt = depth * (np.sin(phase) + 0.25 * np.sin(2 * phase + 0.8))
     belt += 80.0 * _spectral_noise(rng, (n_trials,), n, fs, exponent=2.0) + 10.0 * rng.standard_normal((n_trials, n))
     return belt.astype(np.float32), phase.astype(np.float32)
@@ -362,8 +370,9 @@ def _breathing(rng, drive, subj, fs) -> tuple[np.ndarray, np.ndarray]:
 def _cardiac_phase(rng, drive, subj, fs, resp_phase) -> tuple[np.ndarray, np.ndarray]:
     """(cardiac phase in radians, arousal seen by the heart), ``[n_trials, n]`` each."""
     n_trials, _, n = drive.shape
-    lat = _lagged(drive, "heart", subj, fs, tau_s=2.0)
-    hr = (subj.hr + 7.0 * lat[:, A] - 2.0 * lat[:, V] + 3.0 * np.sin(resp_phase)
+    lat = _lagged(drive, "heart", subj, fs)
+    bpm = AFFECT_COUPLING["heart_rate_bpm"]
+    hr = (subj.hr + bpm["arousal"] * lat[:, A] + bpm["valence"] * lat[:, V] + 3.0 * np.sin(resp_phase)
           + 2.0 * _spectral_noise(rng, (n_trials,), n, fs, band=(0.0, 0.15)))
     phase = 2 * np.pi * np.cumsum(hr / 60.0, axis=-1, dtype=np.float64) / fs + rng.uniform(0, 2 * np.pi, (n_trials, 1))
     return phase, lat[:, A]
@@ -373,7 +382,7 @@ def _ppg(rng, drive, subj, fs, resp_phase) -> np.ndarray:
     n_trials, _, n = drive.shape
     phase, a = _cardiac_phase(rng, drive, subj, fs, resp_phase)
     pulse = _wrapped_bump(phase, 1.2, 0.35) + 0.45 * _wrapped_bump(phase, 2.6, 0.4)
-    amp = 1000.0 * np.exp(-0.25 * a)
+    amp = 1000.0 * np.exp(AFFECT_COUPLING["ppg_amplitude"]["arousal"] * a)
     out = amp * pulse + 150.0 * np.sin(resp_phase) + 20.0 * rng.standard_normal((n_trials, n))
     return out.astype(np.float32)
 
@@ -395,21 +404,22 @@ def _ecg(rng, drive, subj, fs, resp_phase) -> np.ndarray:
 
 def _temperature(rng, drive, subj, fs) -> np.ndarray:
     n_trials, _, n = drive.shape
-    a = _lagged(drive, "temp", subj, fs, tau_s=12.0)[:, A]
+    a = _lagged(drive, "temp", subj, fs)[:, A]
     t = np.arange(n, dtype=np.float32) / fs
     slope = rng.normal(0.0, 0.15, (n_trials, 1)) / 60.0
-    out = subj.temp + slope * t - 0.35 * a + 0.02 * _spectral_noise(rng, (n_trials,), n, fs, exponent=2.0)
+    out = (subj.temp + slope * t + AFFECT_COUPLING["temp_c"]["arousal"] * a
+           + 0.02 * _spectral_noise(rng, (n_trials,), n, fs, exponent=2.0))
     return (out + 0.003 * rng.standard_normal((n_trials, n))).astype(np.float32)
 
 
-def _face(rng, drive, subj, fs, missing_p: float = 0.1) -> list[np.ndarray | None]:
+def _face(rng, drive, subj, fs, missing_p: float = NOISE["face_missing_p"]) -> list[np.ndarray | None]:
     """Per trial ``[n_frames, 17]`` AU intensities at 25 fps (``None`` = not recorded)."""
     n_trials, _, n = drive.shape
     lat = _lagged(drive, "face", subj, fs)
     frames = np.arange(int(n / fs * FACE_FPS))
     lat = lat[:, :, np.minimum(np.round(frames / FACE_FPS * fs).astype(int), n - 1)]     # [n_trials, 4, F]
-    z = subj.face_bias[None, :, None] + 1.5 * np.einsum("jk,tkf->tjf", _FACE_W, lat)
-    au = np.logaddexp(0.0, z) + 0.15 * rng.standard_normal(z.shape)
+    z = subj.face_bias[None, :, None] + FACE_GAIN * np.einsum("jk,tkf->tjf", _FACE_W, lat)
+    au = np.logaddexp(0.0, z) + NOISE["face_au_sd"] * rng.standard_normal(z.shape)
     au = np.clip(au, 0.0, 5.0).transpose(0, 2, 1).astype(np.float64)
     recorded = rng.random(n_trials) >= missing_p
     return [au[k] if recorded[k] else None for k in range(n_trials)]
@@ -435,7 +445,7 @@ def synthetic_deap_subject(seed: int, subject: int, *, n_trials: int = 40, trial
     rng = _rng(seed, subject)
     subj = _subject(rng)
     felt = _felt_states(rng, n_trials)
-    report = np.clip(felt + rng.normal(0.0, 0.2, felt.shape), -1, 1)
+    report = np.clip(felt + rng.normal(0.0, REPORT_NOISE_SD["deap"], felt.shape), -1, 1)
     labels = np.round(np.clip(5.0 + 4.0 * report, 1.0, 9.0), 2).astype(np.float64)
     drive = _drive(rng, felt, subj, n, fs, onset_s=3.0)
 
@@ -503,7 +513,7 @@ def synthetic_dreamer_subject(seed: int, subject: int, *, n_trials: int = 18,
     rng = _rng(seed, 10_000 + subject)
     subj = _subject(rng)
     felt = _felt_states(rng, n_trials)
-    report = np.clip(felt[:, :3] + rng.normal(0.0, 0.15, (n_trials, 3)), -1, 1)
+    report = np.clip(felt[:, :3] + rng.normal(0.0, REPORT_NOISE_SD["dreamer"], (n_trials, 3)), -1, 1)
     scores = np.clip(np.round(3.0 + 2.0 * report), 1, 5).astype(np.float64)
     lengths = rng.uniform(clip_s[0], clip_s[1], n_trials)
     out: dict = {"scores": scores, "age": int(rng.integers(22, 34)), "gender": ("male", "female")[int(rng.integers(2))]}

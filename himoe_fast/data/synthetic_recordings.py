@@ -32,6 +32,7 @@ from ..config import DEAP_EEG_CHANNELS
 from .cache import atomic_dir
 from .synthetic import (V, A, _breathing, _delay, _drive, _eeg, _emg, _eog, _felt_states, _gsr_ohm, _ppg, _rng,
                         _smooth, _subject, _temperature)
+from .synthetic_coupling import REPORT_NOISE_SD
 
 BASE_FS = 256.0
 RATING_FS = 4.0
@@ -52,7 +53,8 @@ def _ratings_csv(drive: np.ndarray, rng: np.random.Generator, dur: float, gap: b
     seen = _smooth(_delay(drive, int(BASE_FS)), BASE_FS, 1.0)                       # 1 s delay, smoothed
     t = np.arange(1.0, dur - 0.25, 1.0 / RATING_FS)
     idx = np.minimum(np.round(t * BASE_FS).astype(int), seen.shape[-1] - 1)
-    val = np.clip(5.0 + 3.5 * np.clip(seen[:, idx], -1.1, 1.1) + rng.normal(0.0, 0.2, (2, t.size)), 1.0, 9.0)
+    noise = rng.normal(0.0, REPORT_NOISE_SD["recordings"], (2, t.size))
+    val = np.clip(5.0 + 3.5 * np.clip(seen[:, idx], -1.1, 1.1) + noise, 1.0, 9.0)
     lines = ["time," + ",".join(TARGETS)]
     for i, ti in enumerate(t):
         if gap and dur * 0.4 <= ti < dur * 0.4 + 5.0:
