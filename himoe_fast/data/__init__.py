@@ -7,11 +7,14 @@ Data flow::
     z-score, windows, cache)--> WindowedData --make_splits--> Split --make_loader--> batches
     (inputs {name: [B, T, C, S]}, present [B, T, M], labels [B, T, n_t], label_mask [B, T, n_t])
 
-Module map: :mod:`.errors` (DatasetError), :mod:`.deap`, :mod:`.dreamer` (readers and file layouts),
-:mod:`.synthetic` (generator), :mod:`.preprocess` (filter table, baseline, standardisation),
-:mod:`.windows` (WindowedData), :mod:`.prepare` (prepare_windows, cache layout), :mod:`.cache`,
-:mod:`.missing`, :mod:`.protocols`, :mod:`.dataset`, :mod:`.recordings` (your own MNE-readable
-recordings with per-trial or continuous ratings), :mod:`.synthetic_recordings`.
+Module map: :mod:`.errors` (DatasetError), :mod:`.adapters` (what a data set provides to
+prepare_windows: discovery, identity, modalities, subjects), :mod:`.deap`, :mod:`.dreamer` (readers,
+file layouts and their adapters), :mod:`.recordings` (your own MNE-readable recordings with
+per-trial or continuous ratings, and their adapter), :mod:`.prepare` (prepare_windows, the adapter
+registry), :mod:`.cache` (cache root, keys, atomic folders, window entries), :mod:`.preprocess`
+(filter table, baseline, standardisation, lags), :mod:`.windows` (WindowedData, trial windowing),
+:mod:`.synthetic` (generator) with its coupling table :mod:`.synthetic_coupling`,
+:mod:`.synthetic_recordings`, :mod:`.missing`, :mod:`.protocols`, :mod:`.dataset`.
 """
 
 from .cache import cache_root
