@@ -19,6 +19,7 @@ from himoe_fast.train.asynchrony import DEFAULT_LAGGED, DEFAULT_LAGS, RANDOM
 from himoe_fast.train.sweeps import DEFAULT_EXPERT_COUNTS, SWEEP_MODELS
 
 from . import choices as ch
+from .choices import plain
 from . import options as opt
 from .common import check_min, check_range, parse_choices, parse_list, parse_seeds
 from .errors import fail
@@ -237,3 +238,60 @@ def asynchrony(
         console.print(t2)
     typer.echo(f"wrote {out}/asynchrony.csv, {out}/asynchrony.png"
                + (f", {out}/learned_delays.csv, {out}/learned_delay.png" if delay_rows else ""))
+
+
+ALL_MODELS = ",".join(SWEEP_MODELS)
+
+
+@app.command()
+def compare(
+    modality_sets: Annotated[str, typer.Option(
+        help="';'-separated modality sets, each comma-separated; one table row group each "
+             "(paper Table 2: 'eeg,pps;eeg,pps,face;eeg,eog,emg,gsr')")] = "eeg,pps",
+    models: Annotated[str, typer.Option(help=f"comma-separated, from {ALL_MODELS}")] = ALL_MODELS,
+    seeds: opt.SweepSeeds = "0",
+    dataset: opt.Dataset = ch.Dataset(DataSettings.dataset), data_dir: opt.DataDir = None,
+    face_dir: opt.FaceDir = None, task: opt.Task = ch.Task(HiMoEConfig.task),
+    protocol: opt.Protocol = None, folds: opt.Folds = ProtocolSettings.folds,
+    split: opt.Split = ch.Split(ProtocolSettings.split), epochs: opt.Epochs = None,
+    batch_size: opt.BatchSize = TrainSettings.batch_size, lr: opt.Lr = TrainSettings.lr,
+    missing_rate: opt.MissingRate = TrainSettings.missing_rate, impl: opt.SweepImpl = opt.DEFAULT_IMPL,
+    subjects: opt.Subjects = None, seq_len: opt.SeqLen = DataSettings.seq_len, stride: opt.Stride = None,
+    patience: opt.Patience = TrainSettings.patience, max_folds: opt.MaxFolds = None,
+    temporal: opt.Temporal = opt.DEFAULT_TEMPORAL, causal: opt.Causal = HiMoEConfig.causal, jobs: opt.Jobs = 1,
+    out: Annotated[Optional[Path], typer.Option(help="sweep directory (default runs/compare-<dataset>-<time>)")] = None,
+    resume: opt.SweepResume = False,
+) -> None:
+    """Every model on every modality set (paper Tables 2, 4, 5; Fig. 2): compare.csv, compare.md, trajectories.png."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from himoe_fast.train.compare import compare_sweep
+
+    model_list = parse_choices(models, "--models", SWEEP_MODELS)
+    seed_list = parse_seeds(seeds)
+    check_min("--jobs", jobs)
+    sets = [s.strip() for s in modality_sets.split(";") if s.strip()]
+    if not sets:
+        fail("--modality-sets: give at least one modality set, e.g. eeg,pps")
+    out = out or default_out("compare", dataset)
+    settings = {}
+    for mods in sets:
+        name = "+".join(m.strip().upper() if len(m.strip()) <= 3 else m.strip().capitalize()
+                        for m in mods.split(",") if m.strip())
+        if name in settings:
+            fail(f"--modality-sets: {mods!r} appears twice")
+        settings[name] = build_run_config(
+            dataset=dataset, data_dir=data_dir, modalities=mods, task=task, protocol=protocol, folds=folds,
+            split=split, epochs=epochs, batch_size=batch_size, lr=lr, missing_rate=missing_rate, impl=impl,
+            subjects=subjects, seq_len=seq_len, stride=stride, patience=patience, max_folds=max_folds, out=out,
+            temporal=temporal, causal=causal, face_dir=face_dir if "face" in mods else None,
+            announce=len(settings) == 0)
+    total = len(settings) * len(model_list) * len(seed_list)
+    metric = "acc" if plain(task) == "binary" else "ccc"
+    with _progress("model comparison", total) as rep:
+        compare_sweep(settings, model_list, seed_list, out, resume=resume, jobs=jobs,
+                      on_result=lambda row: rep.advance(description=f"{row['setting']} {row['model']} seed={row['seed']}: "
+                                                                    f"{metric.upper()} {row[metric]:.3f}"))
+    Console().print(Markdown((out / "compare.md").read_text()))
+    typer.echo(f"wrote {out}/compare.csv, {out}/compare.md and {out}/trajectories.png")

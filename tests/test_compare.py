@@ -52,3 +52,23 @@ def test_compare_table_is_mean_and_std_over_seeds():
     rows = [{"setting": "S", "model": "m", "seed": s, "ccc": v, "pcc": v, "mae": 1 - v} for s, v in ((0, 0.5), (1, 0.7))]
     line = compare_table(rows, ["S"], ["m"], ("ccc", "pcc", "mae")).splitlines()[2]
     assert line == f"| S | m | 2 | 0.600 ± {np.std([0.5, 0.7]):.3f} | 0.600 ± 0.100 | 0.400 ± 0.100 |"
+
+
+def test_compare_cli_runs_a_small_grid_and_refuses_bad_sets(tmp_path):
+    from test_train_cli import run_cli
+
+    cache = tmp_path / "cache"
+    small = ["--subjects", "2", "--seq-len", "4", "--stride", "4", "--epochs", "1", "--protocol", "holdout",
+             "--impl", "reference"]
+    res = run_cli(["compare", "--modality-sets", "eeg,gsr", "--models", "himoe,bilstm", *small,
+                   "--out", tmp_path / "c"], cache)
+    assert res.returncode == 0, res.stderr
+    rows = list(csv.DictReader(open(tmp_path / "c" / "compare.csv")))
+    assert [(r["setting"], r["model"]) for r in rows] == [("EEG+GSR", "himoe"), ("EEG+GSR", "bilstm")]
+    assert "| EEG+GSR | bilstm | 1 |" in (tmp_path / "c" / "compare.md").read_text()
+    bad = run_cli(["compare", "--modality-sets", " ; ", *small, "--out", tmp_path / "bad"], cache)
+    assert bad.returncode == 2 and bad.stderr.strip() == \
+        "himoe-fast: error: --modality-sets: give at least one modality set, e.g. eeg,pps"
+    assert not (tmp_path / "bad").exists()
+    unknown = run_cli(["compare", "--models", "himoe,nope", *small, "--out", tmp_path / "bad"], cache)
+    assert unknown.returncode == 2 and "--models" in unknown.stderr and len(unknown.stderr.strip().splitlines()) == 1
