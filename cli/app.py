@@ -1,14 +1,10 @@
 """``himoe-fast``: the root typer app; each command group lives in its own module with its own ``app``.
 
-==================  =====================================  ==============================================
-module              commands                               what for
-==================  =====================================  ==============================================
-``train_cmds``      train, eval, plots                     one run: train it, evaluate it, draw Fig. 2/4a
-``sweep_cmds``      robustness, ablate, asynchrony         many runs: the paper's tables and ours
-``data_cmds``       synth                                  synthetic data in the real file formats
-``fast_cmds``       parity, bench, doctor                  the fast path against the reference; the machine
-``predict_cmds``    predict, stream                        trained models on new recordings, offline or live
-==================  =====================================  ==============================================
+* ``train_cmds``: train, eval, plots -- one run: train it, evaluate it, draw Fig. 2 / 4a;
+* ``sweep_cmds``: robustness, ablate, asynchrony, compare -- many runs: the paper's tables and ours;
+* ``data_cmds``: synth -- synthetic data in the real file formats;
+* ``fast_cmds``: parity, bench, doctor -- the fast path against the reference, and the machine;
+* ``predict_cmds``: predict, stream -- trained models on new recordings, offline or live.
 
 Shared pieces: :mod:`.choices` (choice flags as Enums from the library's constants), :mod:`.options`
 (option aliases and the CLI's own defaults), :mod:`.run_config` (flags -> RunConfig), :mod:`.common`

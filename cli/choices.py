@@ -18,6 +18,7 @@ from himoe_fast.data.protocols import PROTOCOLS, SPLITS
 from himoe_fast.fast.backend import BACKENDS
 from himoe_fast.fast.selfcheck import IMPLS
 from himoe_fast.predict import MODES as PREDICT_MODES
+from himoe_fast.predict import PREPROCESSING
 from himoe_fast.train.experiment import DATASETS
 
 
@@ -62,7 +63,8 @@ Preset = _choice("Preset", PRESETS, "--preset of parity / bench")
 Dtype = _choice("Dtype", ("fp32", "bf16"), "--dtype of parity (bf16: CUDA only)")
 Device = _choice("Device", ("auto", "cpu", "cuda"), "--device of parity / bench")
 PredictMode = _choice("PredictMode", PREDICT_MODES, "predict --mode")
+Preprocessing = _choice("Preprocessing", PREPROCESSING, "predict --preprocessing (online: as a stream)")
 
 __all__ = ["StrChoice", "plain", "Dataset", "FileFormat", "PredictDataset", "Task", "Protocol", "Split",
            "EvalSplit", "Impl", "LoadedImpl", "Backend", "Parallel", "Model", "Router", "Routing", "Temporal",
-           "Preset", "Dtype", "Device", "PredictMode"]
+           "Preset", "Dtype", "Device", "PredictMode", "Preprocessing"]

@@ -13,6 +13,7 @@ import typer
 
 from himoe_fast.config import HiMoEConfig
 from himoe_fast.fast.bench import ROW_NAMES
+from himoe_fast.train import DataSettings, TrainSettings
 
 from . import choices as ch
 from . import options as opt
@@ -105,8 +106,8 @@ def bench(
     router: opt.Router = ch.Router(HiMoEConfig.router),
     routing: opt.Routing = ch.Routing(HiMoEConfig.routing),
     backend: opt.Backend = ch.Backend.auto,
-    batch: opt.Batch = 32,
-    seq_len: opt.Steps = 8,
+    batch: opt.Batch = TrainSettings.batch_size,          # the training step's shape
+    seq_len: opt.Steps = DataSettings.seq_len,
     warmup: Annotated[int, typer.Option(help="untimed calls before timing")] = 3,
     repeats: Annotated[int, typer.Option(help="timed calls per side (median reported)")] = 10,
     rows: Annotated[Optional[str], typer.Option(help="comma-separated subset of rows (default: all)")] = None,

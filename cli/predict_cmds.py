@@ -47,6 +47,11 @@ def predict(
         ch.PredictDataset.auto),
     mode: Annotated[ch.PredictMode, typer.Option(help="causal: window t sees windows t-T+1..t (equals streaming); "
                                                       "blocks: sequences of T as in evaluation")] = ch.PredictMode.causal,
+    preprocessing: Annotated[ch.Preprocessing, typer.Option(
+        help="offline: the training pipeline (zero-phase filters, per-subject z-score); online: the stream's causal "
+             "filters and running z-score, equal to `stream --replay` (recordings folders)")] = ch.Preprocessing.offline,
+    face_dir: Annotated[Optional[Path], typer.Option(
+        help="DEAP face features (sNN_face.npz), for a model trained with the face modality")] = None,
     impl: opt.LoadedImpl = ch.LoadedImpl.fast, device: opt.LoadDevice = "auto",
     batch_size: Annotated[int, typer.Option(help="windows per forward pass")] = 1024,
     stride: Annotated[Optional[float], typer.Option(help="seconds between window starts (default: window)")] = None,
@@ -75,7 +80,8 @@ def predict(
                f"modalities {', '.join(loaded.cfg.modality_names)})")
     info = run_predict(model, data, out, fold=fold, dataset=dataset.value, impl=impl.value, device=device,
                        batch_size=batch_size, stride_s=stride, subjects=subjects, resample=resample,
-                       plots=plots, progress=progress, seq_len=seq_len, mode=mode.value)
+                       plots=plots, progress=progress, seq_len=seq_len, mode=mode.value,
+                       preprocessing=preprocessing.value, face_dir=face_dir)
     if info["missing_modalities"]:
         typer.echo(f"absent (not in the data): {', '.join(info['missing_modalities'])}")
     rows = info["summary"]

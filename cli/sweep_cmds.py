@@ -1,5 +1,6 @@
 """The sweeps behind the paper's tables and ours: ``himoe-fast robustness`` (Table 3, Fig. 3),
-``ablate`` (Table 6, Fig. 4b) and ``asynchrony`` (every model under injected lags).
+``ablate`` (Table 6, Fig. 4b), ``asynchrony`` (every model under injected lags) and ``compare``
+(every model on every modality set: Tables 2, 4, 5).
 
 Each trains many runs through :mod:`himoe_fast.train.sweeps` / :mod:`himoe_fast.train.asynchrony`,
 shows one progress step per finished run and prints the summary table; the library writes the CSVs
@@ -19,7 +20,6 @@ from himoe_fast.train.asynchrony import DEFAULT_LAGGED, DEFAULT_LAGS, RANDOM
 from himoe_fast.train.sweeps import DEFAULT_EXPERT_COUNTS, SWEEP_MODELS
 
 from . import choices as ch
-from .choices import plain
 from . import options as opt
 from .common import check_min, check_range, parse_choices, parse_list, parse_seeds
 from .errors import fail
@@ -288,7 +288,7 @@ def compare(
             temporal=temporal, causal=causal, face_dir=face_dir if "face" in mods else None,
             announce=len(settings) == 0)
     total = len(settings) * len(model_list) * len(seed_list)
-    metric = "acc" if plain(task) == "binary" else "ccc"
+    metric = "acc" if ch.plain(task) == "binary" else "ccc"
     with _progress("model comparison", total) as rep:
         compare_sweep(settings, model_list, seed_list, out, resume=resume, jobs=jobs,
                       on_result=lambda row: rep.advance(description=f"{row['setting']} {row['model']} seed={row['seed']}: "

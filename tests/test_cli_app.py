@@ -16,8 +16,8 @@ from himoe_fast.cli.app import app
 runner = CliRunner()
 WIDE = {"COLUMNS": "240", "TERMINAL_WIDTH": "240"}      # rich help must not shorten long flag names
 
-COMMANDS = ["train", "eval", "plots", "robustness", "ablate", "asynchrony", "synth", "parity", "bench", "doctor",
-            "predict", "stream"]
+COMMANDS = ["train", "eval", "plots", "robustness", "ablate", "asynchrony", "compare", "synth", "parity", "bench",
+            "doctor", "predict", "stream"]
 #: DESIGN.md section 6, word for word: the flags of `train` the contract names
 DESIGN_TRAIN_FLAGS = ["--dataset", "--data-dir", "--modalities", "--task", "--protocol", "--folds", "--split",
                       "--epochs", "--batch-size", "--lr", "--missing-rate", "--impl", "--gpus", "--procs",
@@ -68,6 +68,7 @@ def test_train_help_keeps_the_flags_of_the_contract():
     (["parity", "--preset"], "--preset", "himoe_fast.config:PRESETS"),
     (["synth", "--kind"], "--kind", "himoe_fast.data.prepare:DATASETS"),
     (["predict", "m.pt", "data", "--out", "o", "--mode"], "--mode", "himoe_fast.predict:MODES"),
+    (["predict", "m.pt", "data", "--out", "o", "--preprocessing"], "--preprocessing", "himoe_fast.predict:PREPROCESSING"),
 ])
 def test_a_bad_choice_is_one_line_offering_the_library_values(args, flag, library_values):
     import importlib
