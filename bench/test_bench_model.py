@@ -8,31 +8,26 @@ Rows: ``encoders`` (all encoders, fwd+bwd), ``fuse``, ``heads`` (fwd+bwd) and ``
 (zero_grad + forward + Eq. 8 loss + backward). The fast model uses ``backend="auto"`` (Triton
 kernels on CUDA, batched torch on CPU). The DA-router and the NT-Xent benchmarks live in
 test_bench_router.py and test_bench_ntxent.py; ``himoe-fast bench`` shows all rows in one table.
+Timing and device name come from :mod:`himoe_fast.fast.bench.measure`.
 """
 
 from __future__ import annotations
 
 import os
-import statistics
-import time
 
 import pytest
 import torch
 
 from himoe_fast import HiMoE, HiMoEConfig
 from himoe_fast.fast import to_fast
+from himoe_fast.fast.bench.measure import default_device, device_name, sync, time_interleaved
 from himoe_fast.fast.encoders import encode_fast
 from himoe_fast.fast.parity import random_batch
 from himoe_fast.fast.stages import fuse_fast, heads_fast
 
-DEV = "cuda" if torch.cuda.is_available() else "cpu"
+DEV = default_device()
 B, T = 32, 8
 ROUNDS = int(os.environ.get("HIMOE_BENCH_ROUNDS", "5"))
-
-
-def _sync():
-    if DEV == "cuda":
-        torch.cuda.synchronize()
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +45,7 @@ def _train_step(model, batch):
     model.zero_grad(set_to_none=True)
     out = model(inputs, present)
     model.loss(out, labels, mask).backward()
-    _sync()
+    sync(DEV)
 
 
 def _encoders(model, batch, fast: bool):
@@ -61,7 +56,7 @@ def _encoders(model, batch, fast: bool):
     else:
         Z = model.encode(inputs, present)
     Z.square().sum().backward()
-    _sync()
+    sync(DEV)
 
 
 def _fuse(model, z, present, fast: bool):
@@ -71,14 +66,14 @@ def _fuse(model, z, present, fast: bool):
     else:
         out, _ = model.fuse(z, present)
     out.square().sum().backward()
-    _sync()
+    sync(DEV)
 
 
 def _heads(model, e, fast: bool):
     model.zero_grad(set_to_none=True)
     out = heads_fast(model.heads, e.reshape(B * T, -1)) if fast else model.heads(e)
     out.square().sum().backward()
-    _sync()
+    sync(DEV)
 
 
 @pytest.mark.parametrize("impl", ["reference", "fast"])
@@ -122,16 +117,9 @@ def test_heads(benchmark, models, impl):
 def test_train_step_side_by_side(models):
     """Interleaved medians of the whole step; asserts only that the fast step is not slower."""
     _, ref, fast, batch = models
-    for _ in range(2):
-        _train_step(ref, batch)
-        _train_step(fast, batch)
-    tr, tf = [], []
-    for _ in range(max(ROUNDS, 3)):
-        for m, acc in ((ref, tr), (fast, tf)):
-            t0 = time.perf_counter()
-            _train_step(m, batch)
-            acc.append((time.perf_counter() - t0) * 1e3)
-    r, f = statistics.median(tr), statistics.median(tf)
-    print(f"\ntrain_step DEAP 7 modalities B={B} T={T} on {DEV} ({torch.get_num_threads()} threads): "
+    t = time_interleaved({"reference": lambda: _train_step(ref, batch), "fast": lambda: _train_step(fast, batch)},
+                         DEV, warmup=2, rounds=max(ROUNDS, 3))
+    r, f = t["reference"].ms, t["fast"].ms
+    print(f"\ntrain_step DEAP 7 modalities B={B} T={T} on {device_name(DEV)}: "
           f"reference {r:.1f} ms, fast {f:.1f} ms, {r / f:.2f}x")
     assert f < r * 1.25

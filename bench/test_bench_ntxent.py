@@ -4,25 +4,27 @@
     pytest bench/test_bench_ntxent.py -s -k side_by_side     # the speed target only
     HIMOE_BENCH_TORCH_MEMORY=1 pytest bench/test_bench_ntxent.py -s -k memory   # + torch's peak (GBs)
 
-Targets (issue 6, 2-core CPU): M=8, N=1024, d=128 fwd+bwd >= 2x the torch backend; M=2, N=8192,
-d=128 peak memory growth <= 256 MB. The ratio test interleaves the two backends round by round so
-that a shared, noisy CPU slows both alike, and reports medians.
+Targets (2-core CPU): M=8, N=1024, d=128 fwd+bwd >= 2x the torch backend; M=2, N=8192, d=128 peak
+memory growth <= 256 MB. The ratio test interleaves the two backends round by round so that a shared,
+noisy CPU slows both alike, and reports medians (wall-clock and process CPU time). Timing, the
+``torch.mm`` roofline and the peak-RSS reading come from :mod:`himoe_fast.fast.bench.measure`; the
+memory is the growth of the process's peak resident set (the extension's own buffers are not torch
+allocations), measured in a fresh process.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
+from himoe_fast.fast.bench.measure import gemm_gflops, time_interleaved
 from himoe_fast.ops import ext, masked_ntxent
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,15 +50,6 @@ def _fwd_bwd(z, present, tau, backend):
     return loss.detach(), zz.grad
 
 
-def _gemm_gflops(n=512, reps=20):
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n ** 3 * reps / (time.perf_counter() - t) / 1e9
-
-
 @pytest.mark.parametrize("backend", ["torch", "ext"])
 def test_fwd_bwd(benchmark, built, backend):
     c = SPEED
@@ -80,25 +73,19 @@ def test_side_by_side(built, rounds=int(os.environ.get("HIMOE_BENCH_ROUNDS", "7"
     z, present = _inputs(c["M"], c["N"], c["d"], c["p"])
     ref_loss, ref_grad = _fwd_bwd(z, present, c["tau"], "torch")
     ext_loss, ext_grad = _fwd_bwd(z, present, c["tau"], "ext")
-    times = {"torch": [], "ext": []}
-    cpu = {"torch": [], "ext": []}  # process CPU time: less sensitive to other load on a shared machine
-    for r in range(rounds):
-        for backend in (("torch", "ext") if r % 2 == 0 else ("ext", "torch")):
-            t, tc = time.perf_counter(), time.process_time()
-            _fwd_bwd(z, present, c["tau"], backend)
-            times[backend].append(time.perf_counter() - t)
-            cpu[backend].append(time.process_time() - tc)
-    ref_ms, ext_ms = (1e3 * statistics.median(times[b]) for b in ("torch", "ext"))
-    ref_cpu, ext_cpu = (1e3 * statistics.median(cpu[b]) for b in ("torch", "ext"))
+    t = time_interleaved({b: (lambda b=b: _fwd_bwd(z, present, c["tau"], b)) for b in ("torch", "ext")}, "cpu",
+                         warmup=1, rounds=rounds)
+    ref, fast = t["torch"], t["ext"]
     row = {
         "name": "alignment", "M": c["M"], "N": c["N"], "d": c["d"], "threads": torch.get_num_threads(),
-        "ref_ms": round(ref_ms, 1), "fast_ms": round(ext_ms, 1), "speedup": round(ref_ms / ext_ms, 2),
-        "ref_cpu_ms": round(ref_cpu, 1), "fast_cpu_ms": round(ext_cpu, 1), "cpu_speedup": round(ref_cpu / ext_cpu, 2),
+        "ref_ms": round(ref.ms, 1), "fast_ms": round(fast.ms, 1), "speedup": round(ref.ms / fast.ms, 2),
+        "ref_cpu_ms": round(ref.cpu_ms, 1), "fast_cpu_ms": round(fast.cpu_ms, 1),
+        "cpu_speedup": round(ref.cpu_ms / fast.cpu_ms, 2),
         "loss_rel_err": float((ext_loss - ref_loss).abs() / ref_loss.abs()),
         "grad_max_abs_err": float((ext_grad - ref_grad).abs().max()),
-        "gemm_gflops": round(_gemm_gflops(), 1),
-        "torch_ms_all": [round(1e3 * t, 1) for t in times["torch"]],
-        "ext_ms_all": [round(1e3 * t, 1) for t in times["ext"]],
+        "gemm_gflops": round(gemm_gflops("cpu"), 1),
+        "torch_ms_all": [round(v, 1) for v in ref.samples_ms],
+        "ext_ms_all": [round(v, 1) for v in fast.samples_ms],
     }
     print("\n" + json.dumps(row))
     assert row["loss_rel_err"] < 1e-4 and row["grad_max_abs_err"] < 1e-5
@@ -106,7 +93,8 @@ def test_side_by_side(built, rounds=int(os.environ.get("HIMOE_BENCH_ROUNDS", "7"
 
 
 _PEAK = """
-    import json, resource, sys, torch
+    import json, sys, torch
+    from himoe_fast.fast.bench.measure import rss_peak_growth_mb
     from himoe_fast.ops import ext, masked_ntxent
     backend, M, N, d, p, tau = sys.argv[1], *map(int, sys.argv[2:5]), float(sys.argv[5]), float(sys.argv[6])
     if backend == "ext":
@@ -116,22 +104,15 @@ _PEAK = """
     present = torch.rand(M, N, generator=g) < p
     warm = torch.randn(2, 8, 4, requires_grad=True)          # lazy initialisation outside the window
     masked_ntxent(warm, torch.ones(2, 8, dtype=torch.bool), tau, backend=backend).backward()
+    out = {}
 
-    def status(key):
-        for line in open("/proc/self/status"):
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024.0        # MB
-    try:
-        open("/proc/self/clear_refs", "w").write("5")       # reset the peak RSS (VmHWM)
-        how = "VmHWM"
-    except OSError:
-        how = "ru_maxrss"
-    before = status("VmRSS")
-    loss = masked_ntxent(z, present, tau, backend=backend)
-    loss.backward()
-    peak = status("VmHWM") if how == "VmHWM" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(json.dumps({"backend": backend, "peak_growth_mb": round(peak - before, 1), "how": how,
-                      "loss": float(loss)}))
+    def step():
+        loss = masked_ntxent(z, present, tau, backend=backend)
+        loss.backward()
+        out["loss"] = float(loss)
+
+    growth, how = rss_peak_growth_mb(step)
+    print(json.dumps({"backend": backend, "peak_growth_mb": round(growth, 1), "how": how, "loss": out["loss"]}))
 """
 
 

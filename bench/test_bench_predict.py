@@ -27,10 +27,11 @@ import torch
 
 from himoe_fast import HiMoE, HiMoEConfig
 from himoe_fast.fast import to_fast
+from himoe_fast.fast.bench.measure import default_device, device_name
 from himoe_fast.predict import LoadedModels, predict_windows
 from himoe_fast.stream import StreamPredictor
 
-DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+DEV = default_device()
 N_WINDOWS = int(os.environ.get("HIMOE_BENCH_WINDOWS", "4096"))
 ROUNDS = int(os.environ.get("HIMOE_BENCH_ROUNDS", "3"))
 
@@ -63,7 +64,7 @@ def test_predict_throughput(benchmark, windows, impl, temporal):
     benchmark.pedantic(predict_windows, args=(loaded, sub, avail[:n], trial[:n]), kwargs={"batch_size": 1024},
                        rounds=ROUNDS, warmup_rounds=1, iterations=1)
     rate = n / benchmark.stats.stats.median
-    print(f"\npredict {impl} temporal={temporal} on {DEV} ({torch.get_num_threads()} threads): "
+    print(f"\npredict {impl} temporal={temporal} on {device_name(DEV)}: "
           f"{rate:,.0f} windows/s")
 
 
@@ -87,6 +88,6 @@ def test_stream_latency(temporal):
     wall = time.perf_counter() - t_wall
     lat = np.array([p.latency_s for p in out[3:]]) * 1e3
     assert len(out) == int(dur)
-    print(f"\nstream DEAP 7 modalities temporal={temporal} on {DEV} ({torch.get_num_threads()} threads): "
+    print(f"\nstream DEAP 7 modalities temporal={temporal} on {device_name(DEV)}: "
           f"per-window latency p50 {np.percentile(lat, 50):.2f} ms, p99 {np.percentile(lat, 99):.2f} ms; "
           f"{dur:.0f} s of signal in {wall:.2f} s")

@@ -8,7 +8,7 @@ into the cache (``ensure_synthetic``: ``$HIMOE_FAST_CACHE`` or ``~/.cache/himoe-
 later runs. The timed part is one cold ``prepare_windows`` for the default seven modalities (EEG,
 EOG, EMG, GSR, respiration, PPG, temperature): reading the pickles, MNE filtering of whole trials,
 baseline removal, z-scoring, 1 s windows and writing a fresh cache entry (into a temporary folder
-that is deleted afterwards). Target (issue 3): under 2 minutes on the 2-core CPU.
+that is deleted afterwards). Target: under 2 minutes on the 2-core CPU.
 """
 
 from __future__ import annotations

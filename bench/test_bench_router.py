@@ -4,32 +4,32 @@
     pytest bench/test_bench_router.py -s -k side_by_side       # the speed/memory target only
     HIMOE_BENCH_ROUNDS=15 pytest bench/test_bench_router.py -s -k side_by_side
 
-Target (issue 5, 2-core CPU): N = 32*8 = 256 tokens, d=128, h=256, L=8, r=64: fwd+bwd >= 1.2x the
+Target (2-core CPU): N = 32*8 = 256 tokens, d=128, h=256, L=8, r=64: fwd+bwd >= 1.2x the
 reference with lower peak memory. Variants of the torch backend: ``torch`` (its default; on CPU it
 keeps the ``[L, N, h]`` pre-activation for backward and reuses that buffer there) and
 ``torch_recompute`` (``save_hidden=False``: keeps nothing per expert, one more GEMM in backward).
 On CUDA the Triton kernels are timed too. The side-by-side test interleaves
 the variants round by round so that a shared, noisy CPU slows all alike, and reports medians.
+Timing and peak memory come from :mod:`himoe_fast.fast.bench.measure`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import statistics
-import time
 
 import pytest
 import torch
 
+from himoe_fast.fast.bench.measure import default_device, peak_mb, sync, time_interleaved
 from himoe_fast.fast.router import da_router
 from himoe_fast.model.router import EmotionExpertBank
 
-DEV = "cuda" if torch.cuda.is_available() else "cpu"
+DEV = default_device()
 SIZE = dict(d=128, h=256, L=8, r=64)
 VARIANTS = {"reference": None, "torch": dict(backend="torch"),
             "torch_recompute": dict(backend="torch", save_hidden=False)}
-if DEV == "cuda":
+if DEV.type == "cuda":
     VARIANTS["triton"] = dict(backend="triton")
 
 
@@ -53,11 +53,6 @@ def _step(bank, z, variant):
     e, beta = _call(bank, z, variant)
     (e.square().sum() + beta.square().sum()).backward()
     return e.detach(), beta.detach()
-
-
-def _sync():
-    if DEV == "cuda":
-        torch.cuda.synchronize()
 
 
 def _saved_bytes(bank, z, variant):
@@ -97,31 +92,25 @@ def test_fwd_bwd(benchmark, mode, variant):
         bank.zero_grad(set_to_none=True)
         z.grad = None
         _step(bank, z, variant)
-        _sync()
+        sync(DEV)
 
     benchmark.pedantic(run, rounds=10, warmup_rounds=2)
 
 
 def _side_by_side(N, mode, rounds, reps=3):
     bank, z = _setup(N, mode)
-    outs, times = {}, {v: [] for v in VARIANTS}
+    outs = {}
     for v in VARIANTS:                                       # warm-up (and outputs for the error)
         bank.zero_grad(set_to_none=True)
         z.grad = None
         outs[v] = _step(bank, z, v) + (z.grad.clone(),)
-    for r in range(rounds):
-        order = list(VARIANTS) if r % 2 == 0 else list(VARIANTS)[::-1]
-        for v in order:
-            _sync()
-            t = time.perf_counter()
-            for _ in range(reps):
-                _step(bank, z, v)
-            _sync()
-            times[v].append((time.perf_counter() - t) / reps)
-    ref_ms = 1e3 * statistics.median(times["reference"])
+    # reps calls per timing (their mean: the calls are short); the warm-up above ran each variant once
+    times = time_interleaved({v: (lambda v=v: _step(bank, z, v)) for v in VARIANTS}, DEV, warmup=0, rounds=rounds,
+                             reps=reps, settle=False)
+    ref_ms = times["reference"].ms
     rows = []
     for v in VARIANTS:
-        ms = 1e3 * statistics.median(times[v])
+        ms = times[v].ms
         err = max(float((a - b).abs().max()) for a, b in zip(outs[v], outs["reference"]))
         rows.append({"name": "da_router", "variant": v, "mode": mode, "N": N, "ms": round(ms, 2),
                      "speedup": round(ref_ms / ms, 2), "max_err": err,
@@ -140,24 +129,22 @@ def test_side_by_side(N, mode, rounds=int(os.environ.get("HIMOE_BENCH_ROUNDS", "
     by = {r["variant"]: r for r in rows}
     assert by["torch"]["max_err"] < 1e-3
     assert by["torch"]["saved_mb"] < by["reference"]["saved_mb"]
-    if DEV == "cpu" and N == 256:
+    if DEV.type == "cpu" and N == 256:
         assert by["torch"]["speedup"] >= 1.2, rows
 
 
 @pytest.mark.parametrize("mode", ["dot", "cosine", "diff"])
 @pytest.mark.parametrize("N", [256, 2048])
 def test_memory(N, mode):
-    """Peak extra memory of one fwd+bwd (``himoe_fast.fast.bench.peak_mb``: live bytes replayed from
-    the profiler's allocation events on CPU, ``max_memory_allocated`` on CUDA); fast below reference."""
-    from himoe_fast.fast.bench import peak_mb
-
+    """Peak extra memory of one fwd+bwd (``measure.peak_mb``: live bytes replayed from the profiler's
+    allocation events on CPU, ``max_memory_allocated`` on CUDA); fast below reference."""
     bank, z = _setup(N, mode)
     rows = []
     for v in VARIANTS:
         _step(bank, z, v)                                    # lazy initialisation outside the window
         bank.zero_grad(set_to_none=True)
         z.grad = None
-        rows.append({"variant": v, "peak_mb": round(peak_mb(lambda: _step(bank, z, v), torch.device(DEV)), 2),
+        rows.append({"variant": v, "peak_mb": round(peak_mb(lambda: _step(bank, z, v), DEV), 2),
                      "saved_mb": round(_saved_bytes(bank, z, v) / 2 ** 20, 2)})
         bank.zero_grad(set_to_none=True)
         z.grad = None
