@@ -1,10 +1,15 @@
-"""What the Triton kernel modules share: launch settings, launch guards, device helpers.
+"""What the Triton kernel modules share: one place for each launch decision and device helper.
 
-* :data:`INTERPRET` -- the kernels were decorated under ``TRITON_INTERPRET=1`` (CPU tensors).
-* :data:`AUTOTUNE` -- one switch for every kernel module: ``HIMOE_FAST_AUTOTUNE=0`` launches each
-  kernel with its fixed GPU config instead of autotuning (always off under the interpreter);
-  :func:`fixed_configs` does the same for one block of code (:func:`autotune_enabled`).
-* :func:`check_dtypes`, :func:`device_guard` -- what every wrapper does before a launch.
+* :data:`INTERPRET` -- the kernels were decorated under ``TRITON_INTERPRET=1`` (CPU tensors);
+  :func:`check_launchable` refuses CPU tensors otherwise, with the fix in the message.
+* The autotune-or-fixed policy: :data:`AUTOTUNE` is one switch for every kernel module
+  (``HIMOE_FAST_AUTOTUNE=0`` launches each kernel with its fixed GPU config instead of autotuning;
+  always off under the interpreter); :func:`fixed_configs` does the same for one block of code;
+  :func:`select_kernel` applies the policy at a launch; :func:`config_pruner` builds the
+  ``early_config_prune`` hooks that keep the autotune grids to configs that fit.
+* fp32 ``tl.dot`` precision: :data:`FP32_DOT`, :func:`fp32_dot`, :func:`dot_precision`.
+* Launch helpers: :func:`pow2` (block sizes), :func:`contiguous`, :func:`check_dtypes`,
+  :func:`device_guard`, :func:`sm_count`.
 * ``gelu`` / ``gelu_grad`` -- ``@triton.jit`` device functions, fp32 in and out.
 """
 
@@ -45,6 +50,26 @@ def fixed_configs():
     """Launch every kernel with its fixed GPU config inside this block (self-check, cache warm-up)."""
     return _thread_override(_FIXED, True)
 
+
+def select_kernel(tuned, plain, gpu_config: dict, interp_config: dict):
+    """The autotune-or-fixed policy at one launch: ``(kernel, meta)`` to call as
+    ``kernel[grid](*args, **meta)`` -- the autotuned kernel with no extra meta-parameters, or the plain
+    one with its fixed config (``interp_config`` under the interpreter, ``gpu_config`` on a GPU)."""
+    if autotune_enabled():  # pragma: no cover - GPU only
+        return tuned, {}
+    return plain, dict(interp_config if INTERPRET else gpu_config)
+
+
+def config_pruner(ok, tensor_arg: str, *int_args: str):
+    """An ``early_config_prune`` hook keeping the configs with ``ok(config, fp32, *ints)``, where
+    ``fp32`` says whether the kernel argument ``tensor_arg`` is an fp32 tensor and ``ints`` are the
+    named integer arguments; the first config if none is left (a launch must have one)."""
+    def prune(configs, nargs, **kwargs):
+        fp32 = getattr(nargs.get(tensor_arg), "dtype", None) == torch.float32
+        ints = [int(nargs[name]) for name in int_args]
+        return [c for c in configs if ok(c, fp32, *ints)] or configs[:1]
+    return prune
+
 #: ``tl.dot`` precision of fp32 operands on the GPU. ``tf32x3`` (three TF32 tensor-core products per
 #: dot, errors ~1e-6 relative: far inside the fp32 parity tolerances) is the default because the
 #: FMA-path ``ieee`` dots hold whole operand tiles per thread and spill 5-25 KB of stack per thread in
@@ -73,11 +98,6 @@ def dot_precision(dtype: torch.dtype) -> str:
     return getattr(_DOT_OVERRIDE, "value", None) or FP32_DOT
 
 
-def is_fp32(nargs: dict, name: str) -> bool:
-    """For ``early_config_prune``: whether the kernel argument ``name`` is an fp32 tensor."""
-    return getattr(nargs.get(name), "dtype", None) == torch.float32
-
-
 #: dtypes the kernels take (all operands of one launch share one); the interpreter runs fp32 only
 KERNEL_DTYPES = (torch.float32,) if INTERPRET else (torch.float32, torch.bfloat16, torch.float16)
 
@@ -95,6 +115,33 @@ def check_dtypes(op: str, **tensors: torch.Tensor | None) -> torch.dtype:
     if len(devices) != 1:
         raise ValueError(f"{op} (triton): tensors on several devices: {sorted(map(str, devices))}")
     return dtypes.pop()
+
+
+def pow2(n: int, lo: int = 16) -> int:
+    """Block size for a dimension held whole by a program: the next power of two, at least ``lo``
+    (``tl.dot`` needs 16); masks cover the padding."""
+    return max(lo, triton.next_power_of_2(int(n)))
+
+
+def contiguous(*tensors: torch.Tensor | None) -> tuple:
+    """The tensors made contiguous (``None`` passes through): the kernels index rows with unit strides."""
+    return tuple(None if t is None else t.contiguous() for t in tensors)
+
+
+def check_launchable(op: str, device: torch.device) -> None:
+    """Kernels decorated for the GPU cannot take CPU tensors (meta tensors pass: bench/aot_check.py
+    records launches on them without running anything)."""
+    if not INTERPRET and device.type == "cpu":
+        raise RuntimeError(f"{op} (triton): the kernels were imported without TRITON_INTERPRET=1, so they need "
+                           "CUDA tensors; set TRITON_INTERPRET=1 before importing himoe_fast.kernels to run them "
+                           "on CPU, or use backend='torch'")
+
+
+def sm_count(device: torch.device) -> int:
+    """Streaming multiprocessors of ``device`` (1 for anything but a CUDA device): sizes split grids."""
+    if INTERPRET or device.type != "cuda":
+        return 1
+    return torch.cuda.get_device_properties(device).multi_processor_count
 
 
 def device_guard(t: torch.Tensor):

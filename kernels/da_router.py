@@ -105,23 +105,13 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (INTERPRET, autotune_enabled, check_dtypes, device_guard, dot_precision, gelu as _gelu,
-                     gelu_grad as _gelu_grad, is_fp32)
+from himoe_fast.model.router import COSINE_EPS
 
-COSINE_EPS = 1e-6                     # == himoe_fast.model.router.COSINE_EPS
-MODE_DOT, MODE_COSINE, MODE_DIFF = 0, 1, 2
-_MODES = {"dot": MODE_DOT, "cosine": MODE_COSINE, "diff": MODE_DIFF}
+from .common import (INTERPRET, check_dtypes, check_launchable, config_pruner, contiguous, device_guard,
+                     dot_precision, gelu as _gelu, gelu_grad as _gelu_grad, pow2, select_kernel, sm_count)
 
-
-
-def _interpret(device: torch.device) -> bool:
-    """True: launch the fixed interpreter config; False: the autotuned GPU kernels."""
-    if INTERPRET:
-        return True
-    if device.type != "cuda":
-        raise RuntimeError("himoe_fast.kernels.da_router was imported without TRITON_INTERPRET=1, so its kernels "
-                           "need CUDA tensors; set TRITON_INTERPRET=1 before importing it to run them on CPU")
-    return False
+MODES = {"dot": 0, "cosine": 1, "diff": 2}        # the kernels' MODE constexpr
+_EPS = tl.constexpr(COSINE_EPS)                   # the cosine norm clamp, as the reference's
 
 
 # ----------------------------------------------------------------------------------------------
@@ -149,16 +139,45 @@ def _expert_out(z, W1, B1, W2, B2, l, offs_d, mask_d, D, H,
     return f
 
 
+@triton.jit
+def _key_stats(f_dt, QH, WK, offs_n, mask_n, offs_d, mask_d, R,
+               BLOCK_N: tl.constexpr, BLOCK_RC: tl.constexpr, PREC: tl.constexpr):
+    """Cosine mode, per token: ``|k|^2`` and ``<qh, k>`` for ``k = f Wk``, over r-chunks of BLOCK_RC
+    (the whole ``[d, r]`` key projection held at once overflowed sm_80's shared memory)."""
+    nk2 = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    qk = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    for r0 in range(0, R, BLOCK_RC):
+        offs_r = r0 + tl.arange(0, BLOCK_RC)
+        mask_r = offs_r < R
+        wk = tl.load(WK + offs_d[:, None] * R + offs_r[None, :], mask=mask_d[:, None] & mask_r[None, :], other=0.0)
+        k = tl.dot(f_dt, wk, input_precision=PREC)                                         # [BN, BRC]
+        qh = tl.load(QH + offs_n[:, None] * R + offs_r[None, :], mask=mask_n[:, None] & mask_r[None, :],
+                     other=0.0).to(tl.float32)
+        nk2 += tl.sum(k * k, axis=1)
+        qk += tl.sum(qh * k, axis=1)
+    return nk2, qk
+
+
+@triton.jit
+def _online_softmax_step(m, ell, acc, phi, f):
+    """Fold one expert (logit ``phi`` [BN], value ``f`` [BN, BD]) into the running max ``m``, sum ``ell``
+    and accumulator ``acc`` of an online softmax (rescaled when the max grows). Returns the new three."""
+    m_new = tl.maximum(m, phi)
+    c = tl.exp(m - m_new)
+    p = tl.exp(phi - m_new)
+    return m_new, ell * c + p, acc * c[:, None] + p[:, None] * f
+
+
 # ----------------------------------------------------------------------------------------------
 # forward
 # ----------------------------------------------------------------------------------------------
 
 @triton.jit
-def _fwd_kernel(Z, W1, B1, W2, B2, V, QH, WK, SCALE,          # inputs
+def _fwd_kernel(Z, W1, B1, W2, B2, V, QH, WK, SCALE,          # inputs (V or QH, WK, SCALE: None by mode)
                 A, PHI, LSE,                                  # outputs
                 N, D, H, R, L, sc,
                 MODE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                BLOCK_H: tl.constexpr, BLOCK_R: tl.constexpr, PREC: tl.constexpr):
+                BLOCK_H: tl.constexpr, BLOCK_RC: tl.constexpr, PREC: tl.constexpr):
     # Z [N, D]; W1 [L, D, H]; B1 [L, H]; W2 [L, H, D]; B2 [L, D]
     # V [P, N, D] (dot/diff); QH [N, R], WK [D, R], SCALE [] (cosine)
     # A [P, N, D] fp32; PHI [P, N, L] fp32; LSE [P, N] fp32
@@ -173,16 +192,8 @@ def _fwd_kernel(Z, W1, B1, W2, B2, V, QH, WK, SCALE,          # inputs
 
     v0 = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
     v1 = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
-    qh = tl.zeros((BLOCK_N, BLOCK_R), dtype=tl.float32)
-    wk = tl.zeros((BLOCK_D, BLOCK_R), dtype=DT)
     s = 0.0
     if MODE == 1:
-        offs_r = tl.arange(0, BLOCK_R)
-        mask_r = offs_r < R
-        qh = tl.load(QH + offs_n[:, None] * R + offs_r[None, :],
-                     mask=mask_n[:, None] & mask_r[None, :], other=0.0).to(tl.float32)     # [BN, BR]
-        wk = tl.load(WK + offs_d[:, None] * R + offs_r[None, :],
-                     mask=mask_d[:, None] & mask_r[None, :], other=0.0)                    # [BD, BR]
         s = tl.load(SCALE).to(tl.float32)
     else:
         v0 = tl.load(V + offs_n[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0).to(tl.float32)
@@ -199,27 +210,16 @@ def _fwd_kernel(Z, W1, B1, W2, B2, V, QH, WK, SCALE,          # inputs
     for l in range(0, L):
         f = _expert_out(z, W1, B1, W2, B2, l, offs_d, mask_d, D, H, BLOCK_N, BLOCK_D, BLOCK_H, PREC)
         if MODE == 1:
-            k = tl.dot(f.to(DT), wk, input_precision=PREC)                                 # [BN, BR]
-            kn = tl.maximum(tl.sqrt(tl.sum(k * k, axis=1)), 1e-6)
-            phi0 = s * tl.sum(qh * k, axis=1) / kn                                         # [BN]
+            nk2, qk = _key_stats(f.to(DT), QH, WK, offs_n, mask_n, offs_d, mask_d, R, BLOCK_N, BLOCK_RC, PREC)
+            phi0 = s * qk / tl.maximum(tl.sqrt(nk2), _EPS)                                  # [BN]
         else:
             phi0 = sc * tl.sum(v0 * f, axis=1)
         tl.store(PHI + offs_n * L + l, phi0, mask=mask_n)
-        m_new = tl.maximum(m0, phi0)
-        c = tl.exp(m0 - m_new)
-        p = tl.exp(phi0 - m_new)
-        l0 = l0 * c + p
-        acc0 = acc0 * c[:, None] + p[:, None] * f
-        m0 = m_new
+        m0, l0, acc0 = _online_softmax_step(m0, l0, acc0, phi0, f)
         if MODE == 2:
             phi1 = sc * tl.sum(v1 * f, axis=1)
             tl.store(PHI + (N + offs_n) * L + l, phi1, mask=mask_n)
-            m_new1 = tl.maximum(m1, phi1)
-            c1 = tl.exp(m1 - m_new1)
-            p1 = tl.exp(phi1 - m_new1)
-            l1 = l1 * c1 + p1
-            acc1 = acc1 * c1[:, None] + p1[:, None] * f
-            m1 = m_new1
+            m1, l1, acc1 = _online_softmax_step(m1, l1, acc1, phi1, f)
 
     tl.store(A + offs_n[:, None] * D + offs_d[None, :], acc0 / l0[:, None], mask=mask_nd)
     tl.store(LSE + offs_n, m0 + tl.log(l0), mask=mask_n)
@@ -233,28 +233,26 @@ def _fwd_kernel(Z, W1, B1, W2, B2, V, QH, WK, SCALE,          # inputs
 # ----------------------------------------------------------------------------------------------
 
 @triton.jit
-def _bwd_kernel(Z, W1, B1, W2, B2, V, QH, WK, SCALE,          # forward inputs
+def _bwd_kernel(Z, W1, B1, W2, B2, V, QH, WK, SCALE,          # forward inputs (None by mode, as forward)
                 S, GA, GS, DD,                                # saved / incoming: S, dL/dA, dL/dS, D
-                GZ, GV, GQH, GSC,                             # per-token outputs
-                GW1P, GB1P, GW2P, GB2P, GWKP,                 # per-program partial weight grads
+                GZ, GV, GQH, GSC,                             # per-token outputs (zeroed; None by mode)
+                GW1P, GB1P, GW2P, GB2P, GWKP,                 # per-program partial weight grads (GWKP: cosine)
                 N, D, H, R, L, sc,
                 MODE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                BLOCK_H: tl.constexpr, BLOCK_R: tl.constexpr, PREC: tl.constexpr):
+                BLOCK_H: tl.constexpr, BLOCK_RC: tl.constexpr, PREC: tl.constexpr):
     # S, GS [P, N, L] fp32; GA [P, N, D] fp32; DD [P, N] fp32
-    # GZ [N, D]; GV [P, N, D] (dot/diff); GQH [N, R], GSC [N] (cosine)   -- fp32
+    # GZ [N, D]; GV [P, N, D] (dot/diff); GQH [N, R], GSC [N] (cosine)   -- fp32, zero on entry
     # GW1P [C, L, D, H]; GB1P [C, L, H]; GW2P [C, L, H, D]; GB2P [C, L, D]; GWKP [C, D, R]  -- fp32
+    # Every per-token gradient is accumulated in memory, expert by expert (the rows belong to this
+    # program, and the same code line touches an element from the same thread every time), instead
+    # of in [BLOCK_N, d] register tiles kept across the expert loop: that pressure made ptxas spill.
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     DT = W1.dtype.element_ty
     offs_d = tl.arange(0, BLOCK_D)
     mask_d = offs_d < D
-    offs_r = tl.arange(0, BLOCK_R)
-    mask_r = offs_r < R
-    mask_dr = mask_d[:, None] & mask_r[None, :]
-    wk = tl.zeros((BLOCK_D, BLOCK_R), dtype=DT)
     s = 0.0
     if MODE == 1:
-        wk = tl.load(WK + offs_d[:, None] * R + offs_r[None, :], mask=mask_dr, other=0.0)   # [BD, BR]
         s = tl.load(SCALE).to(tl.float32)
     num_blocks = tl.cdiv(N, BLOCK_N)
     for blk in range(pid, num_blocks, nprog):
@@ -264,64 +262,70 @@ def _bwd_kernel(Z, W1, B1, W2, B2, V, QH, WK, SCALE,          # forward inputs
         offs_n = (blk * BLOCK_N + tl.arange(0, BLOCK_N)).to(tl.int64)   # 64-bit: N * D may pass 2^31
         mask_n = offs_n < N
         mask_nd = mask_n[:, None] & mask_d[None, :]
-        z = tl.load(Z + offs_n[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0)    # [BN, BD]
-        ga0 = tl.load(GA + offs_n[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0)  # [BN, BD]
+        tok_d = offs_n[:, None] * D + offs_d[None, :]                   # [BN, BD] offsets of the token rows
+        tok_d1 = (N + offs_n)[:, None] * D + offs_d[None, :]            # the same rows of the second softmax
+        z = tl.load(Z + tok_d, mask=mask_nd, other=0.0)                                    # [BN, BD]
         dd0 = tl.load(DD + offs_n, mask=mask_n, other=0.0)                                 # [BN]
         v0 = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
         v1 = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
         ga1 = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
         dd1 = tl.zeros((BLOCK_N,), dtype=tl.float32)
-        qh = tl.zeros((BLOCK_N, BLOCK_R), dtype=tl.float32)
-        if MODE == 1:
-            qh = tl.load(QH + offs_n[:, None] * R + offs_r[None, :],
-                         mask=mask_n[:, None] & mask_r[None, :], other=0.0).to(tl.float32)
-        else:
-            v0 = tl.load(V + offs_n[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0).to(tl.float32)
+        if MODE != 1:
+            v0 = tl.load(V + tok_d, mask=mask_nd, other=0.0).to(tl.float32)
             if MODE == 2:
-                v1 = tl.load(V + (N + offs_n)[:, None] * D + offs_d[None, :], mask=mask_nd,
-                             other=0.0).to(tl.float32)
-                ga1 = tl.load(GA + (N + offs_n)[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0)
+                v1 = tl.load(V + tok_d1, mask=mask_nd, other=0.0).to(tl.float32)
+                ga1 = tl.load(GA + tok_d1, mask=mask_nd, other=0.0)
                 dd1 = tl.load(DD + N + offs_n, mask=mask_n, other=0.0)
-        gz = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
-        gv0 = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
-        gv1 = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
-        gqh = tl.zeros((BLOCK_N, BLOCK_R), dtype=tl.float32)
         gsc = tl.zeros((BLOCK_N,), dtype=tl.float32)
         for l in range(0, L):
             # pass 1: recompute the expert output and the gradient reaching it (steps 1-4)
             f = _expert_out(z, W1, B1, W2, B2, l, offs_d, mask_d, D, H, BLOCK_N, BLOCK_D, BLOCK_H, PREC)
+            ga0 = tl.load(GA + tok_d, mask=mask_nd, other=0.0)                             # [BN, BD]
             s0 = tl.load(S + offs_n * L + l, mask=mask_n, other=0.0)                       # [BN]
             gs0 = tl.load(GS + offs_n * L + l, mask=mask_n, other=0.0)
             dphi0 = s0 * (tl.sum(ga0 * f, axis=1) + gs0 - dd0)                             # [BN]
             gf = s0[:, None] * ga0                                                         # [BN, BD]
             if MODE == 1:
-                k = tl.dot(f.to(DT), wk, input_precision=PREC)                             # [BN, BR]
-                nk = tl.sqrt(tl.sum(k * k, axis=1))
-                kn = tl.maximum(nk, 1e-6)
-                kh = k / kn[:, None]
-                cos = tl.sum(qh * kh, axis=1)
+                # two passes over r-chunks: the norms first, then the gradients (k recomputed)
+                f_dt = f.to(DT)
+                nk2, qk = _key_stats(f_dt, QH, WK, offs_n, mask_n, offs_d, mask_d, R, BLOCK_N, BLOCK_RC, PREC)
+                nk = tl.sqrt(nk2)
+                kn = tl.maximum(nk, _EPS)
+                cos = qk / kn
                 cs = s * dphi0
-                proj = tl.where(nk >= 1e-6, cos, 0.0)
-                gk = cs[:, None] * (qh - proj[:, None] * kh) / kn[:, None]                 # [BN, BR]
-                gqh += cs[:, None] * kh
+                proj = tl.where(nk >= _EPS, cos, 0.0)
                 gsc += dphi0 * cos
-                gf += tl.dot(gk.to(DT), tl.trans(wk), input_precision=PREC)
-                pwk = GWKP + pid * D * R + offs_d[:, None] * R + offs_r[None, :]
-                tl.store(pwk, tl.load(pwk, mask=mask_dr, other=0.0)
-                         + tl.dot(tl.trans(f.to(DT)), gk.to(DT), input_precision=PREC), mask=mask_dr)
+                for r0 in range(0, R, BLOCK_RC):
+                    offs_r = r0 + tl.arange(0, BLOCK_RC)
+                    mask_r = offs_r < R
+                    mask_dr = mask_d[:, None] & mask_r[None, :]
+                    mask_nr = mask_n[:, None] & mask_r[None, :]
+                    wk = tl.load(WK + offs_d[:, None] * R + offs_r[None, :], mask=mask_dr, other=0.0)  # [BD, BRC]
+                    kh = tl.dot(f_dt, wk, input_precision=PREC) / kn[:, None]                     # [BN, BRC]
+                    qh = tl.load(QH + offs_n[:, None] * R + offs_r[None, :], mask=mask_nr, other=0.0).to(tl.float32)
+                    gk = cs[:, None] * (qh - proj[:, None] * kh) / kn[:, None]                  # [BN, BRC]
+                    pq = GQH + offs_n[:, None] * R + offs_r[None, :]
+                    tl.store(pq, tl.load(pq, mask=mask_nr, other=0.0) + cs[:, None] * kh, mask=mask_nr)
+                    gf += tl.dot(gk.to(DT), tl.trans(wk), input_precision=PREC)
+                    pwk = GWKP + pid * D * R + offs_d[:, None] * R + offs_r[None, :]
+                    tl.store(pwk, tl.load(pwk, mask=mask_dr, other=0.0)
+                             + tl.dot(tl.trans(f_dt), gk.to(DT), input_precision=PREC), mask=mask_dr)
             else:
                 gf += (sc * dphi0)[:, None] * v0
-                gv0 += (sc * dphi0)[:, None] * f
+                pv0 = GV + tok_d
+                tl.store(pv0, tl.load(pv0, mask=mask_nd, other=0.0) + (sc * dphi0)[:, None] * f, mask=mask_nd)
                 if MODE == 2:
                     s1 = tl.load(S + (N + offs_n) * L + l, mask=mask_n, other=0.0)
                     gs1 = tl.load(GS + (N + offs_n) * L + l, mask=mask_n, other=0.0)
                     dphi1 = s1 * (tl.sum(ga1 * f, axis=1) + gs1 - dd1)
                     gf += s1[:, None] * ga1 + (sc * dphi1)[:, None] * v1
-                    gv1 += (sc * dphi1)[:, None] * f
+                    pv1 = GV + tok_d1
+                    tl.store(pv1, tl.load(pv1, mask=mask_nd, other=0.0) + (sc * dphi1)[:, None] * f, mask=mask_nd)
             pb2 = GB2P + (pid * L + l) * D + offs_d
             tl.store(pb2, tl.load(pb2, mask=mask_d, other=0.0) + tl.sum(gf, axis=0), mask=mask_d)
             gf_dt = gf.to(DT)
             # pass 2: back through the FFN, h-tile by h-tile (step 5)
+            gz = tl.zeros((BLOCK_N, BLOCK_D), dtype=tl.float32)
             for h0 in range(0, H, BLOCK_H):
                 offs_h = h0 + tl.arange(0, BLOCK_H)
                 mask_h = offs_h < H
@@ -344,21 +348,19 @@ def _bwd_kernel(Z, W1, B1, W2, B2, V, QH, WK, SCALE,          # forward inputs
                 pb1 = GB1P + (pid * L + l) * H + offs_h
                 tl.store(pb1, tl.load(pb1, mask=mask_h, other=0.0) + tl.sum(ga, axis=0), mask=mask_h)
                 gz += tl.dot(ga_dt, tl.trans(w1), input_precision=PREC)                    # [BN, BD]
-        tl.store(GZ + offs_n[:, None] * D + offs_d[None, :], gz, mask=mask_nd)
+            tl.store(GZ + tok_d, tl.load(GZ + tok_d, mask=mask_nd, other=0.0) + gz, mask=mask_nd)
         if MODE == 1:
-            tl.store(GQH + offs_n[:, None] * R + offs_r[None, :], gqh, mask=mask_n[:, None] & mask_r[None, :])
             tl.store(GSC + offs_n, gsc, mask=mask_n)
-        else:
-            tl.store(GV + offs_n[:, None] * D + offs_d[None, :], gv0, mask=mask_nd)
-            if MODE == 2:
-                tl.store(GV + (N + offs_n)[:, None] * D + offs_d[None, :], gv1, mask=mask_nd)
 
 
 # ----------------------------------------------------------------------------------------------
 # launch configuration
 # ----------------------------------------------------------------------------------------------
 
-_INTERP_BLOCK_N, _INTERP_BLOCK_H = 16, 32
+#: the interpreter's fixed config (small tiles, few programs); BLOCK_RC: r-chunk of the cosine key
+INTERP_CONFIG = {"BLOCK_N": 16, "BLOCK_H": 32}
+BLOCK_RC = 16
+FWD_BLOCK_RC = 64
 
 
 def _configs():
@@ -383,14 +385,6 @@ def _bwd_ok(cfg, fp32: bool) -> bool:
     return bn == 16 and bh <= 16
 
 
-def _prune(ok):
-    def prune(configs, nargs, **kwargs):
-        fp32 = is_fp32(nargs, "Z")
-        kept = [c for c in configs if ok(c, fp32)]
-        return kept or configs[:1]
-    return prune
-
-
 #: fixed GPU configs when autotuning is off (``HIMOE_FAST_AUTOTUNE=0``, the self-check): (kernel, fp32)
 GPU_CONFIGS = {
     ("fwd", True): {"BLOCK_N": 16, "BLOCK_H": 32, "num_warps": 4, "num_stages": 1},
@@ -400,95 +394,67 @@ GPU_CONFIGS = {
 }
 
 
-_PARTIALS = ["GW1P", "GB1P", "GW2P", "GB2P", "GWKP"]
+#: tensors the backward accumulates into: zeroed before each timed autotune run
+_ACCUMULATED = ["GZ", "GV", "GQH", "GSC", "GW1P", "GB1P", "GW2P", "GB2P", "GWKP"]
 _KEY = ["D", "H", "R", "L", "MODE", "PREC"]
-_fwd_tuned = triton.autotune(configs=_configs(), key=_KEY, prune_configs_by={"early_config_prune": _prune(_fwd_ok)})(
-    _fwd_kernel)
-_bwd_tuned = triton.autotune(configs=_configs(), key=_KEY, reset_to_zero=_PARTIALS,
-                             prune_configs_by={"early_config_prune": _prune(_bwd_ok)})(_bwd_kernel)
-
-
-def _pow2(x: int) -> int:
-    return max(16, triton.next_power_of_2(int(x)))
-
-
-def _precision(dtype: torch.dtype) -> str:
-    return dot_precision(dtype)
+_fwd_tuned = triton.autotune(configs=_configs(), key=_KEY,
+                             prune_configs_by={"early_config_prune": config_pruner(_fwd_ok, "Z")})(_fwd_kernel)
+_bwd_tuned = triton.autotune(configs=_configs(), key=_KEY, reset_to_zero=_ACCUMULATED,
+                             prune_configs_by={"early_config_prune": config_pruner(_bwd_ok, "Z")})(_bwd_kernel)
 
 
 def _num_partials(N: int, device: torch.device, bytes_per_partial: int) -> int:
     """How many per-program partial weight-gradient slices the backward uses (its grid size cap)."""
-    blocks = triton.cdiv(N, 16)
     if INTERPRET or device.type != "cuda":
-        return max(1, triton.cdiv(N, _INTERP_BLOCK_N))
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
+        return max(1, triton.cdiv(N, INTERP_CONFIG["BLOCK_N"]))
     cap = max(1, (256 << 20) // max(1, bytes_per_partial))            # <= 256 MiB of partials
-    return max(1, min(blocks, sms, cap))
+    return max(1, min(triton.cdiv(N, 16), sm_count(device), cap))
 
 
-def _launch_fwd(z, w1, b1, w2, b2, v, qh, wk, scale, sc, mode):
+def _launch_fwd(z, w1, b1, w2, b2, v, qh, wk, scale, sc, mode: int):
     N, D = z.shape
     L, _, H = w1.shape
-    P = 2 if mode == MODE_DIFF else 1
-    R = qh.shape[-1] if mode == MODE_COSINE else 16
-    dev = z.device
-    A = torch.empty(P, N, D, device=dev, dtype=torch.float32)
-    PHI = torch.empty(P, N, L, device=dev, dtype=torch.float32)
-    LSE = torch.empty(P, N, device=dev, dtype=torch.float32)
-    V = v if v is not None else z
-    QH = qh if qh is not None else z
-    WK = wk if wk is not None else w1
-    SC = scale if scale is not None else z
-    args = (z, w1, b1, w2, b2, V, QH, WK, SC, A, PHI, LSE, N, D, H, R, L, float(sc or 0.0))
-    meta = dict(MODE=mode, BLOCK_D=_pow2(D), BLOCK_R=_pow2(R), PREC=_precision(z.dtype))
+    P = 2 if mode == MODES["diff"] else 1
+    R = qh.shape[-1] if mode == MODES["cosine"] else 16
+    dev, f32 = z.device, torch.float32
+    A = torch.empty(P, N, D, device=dev, dtype=f32)
+    PHI = torch.empty(P, N, L, device=dev, dtype=f32)
+    LSE = torch.empty(P, N, device=dev, dtype=f32)
+    kernel, cfg = select_kernel(_fwd_tuned, _fwd_kernel, GPU_CONFIGS["fwd", z.dtype == f32], INTERP_CONFIG)
     with device_guard(z):
-        if _interpret(dev):
-            _fwd_kernel[(triton.cdiv(N, _INTERP_BLOCK_N),)](
-                *args, BLOCK_N=_INTERP_BLOCK_N, BLOCK_H=_INTERP_BLOCK_H, **meta)
-        elif autotune_enabled():
-            _fwd_tuned[lambda m: (triton.cdiv(N, m["BLOCK_N"]),)](*args, **meta)
-        else:
-            cfg = GPU_CONFIGS["fwd", z.dtype == torch.float32]
-            _fwd_kernel[(triton.cdiv(N, cfg["BLOCK_N"]),)](*args, **cfg, **meta)
+        kernel[lambda m: (triton.cdiv(N, m["BLOCK_N"]),)](
+            z, w1, b1, w2, b2, v, qh, wk, scale, A, PHI, LSE, N, D, H, R, L, float(sc or 0.0),
+            MODE=mode, BLOCK_D=pow2(D), BLOCK_RC=min(pow2(R), FWD_BLOCK_RC), PREC=dot_precision(z.dtype), **cfg)
     S = torch.exp(PHI - LSE.unsqueeze(-1))                                  # [P, N, L]
     return A, S
 
 
-def _launch_bwd(z, w1, b1, w2, b2, v, qh, wk, scale, sc, mode, S, gA, gS, DD):
+def _launch_bwd(z, w1, b1, w2, b2, v, qh, wk, scale, sc, mode: int, S, gA, gS, DD):
     N, D = z.shape
     L, _, H = w1.shape
-    P = 2 if mode == MODE_DIFF else 1
-    R = qh.shape[-1] if mode == MODE_COSINE else 16
+    cosine = mode == MODES["cosine"]
+    P = 2 if mode == MODES["diff"] else 1
+    R = qh.shape[-1] if cosine else 16
     dev, f32 = z.device, torch.float32
-    per_partial = 4 * (L * (2 * D * H + H + D) + (D * R if mode == MODE_COSINE else 0))
+    per_partial = 4 * (L * (2 * D * H + H + D) + (D * R if cosine else 0))
     C = _num_partials(N, dev, per_partial)
-    GZ = torch.empty(N, D, device=dev, dtype=f32)
-    GV = torch.empty(P, N, D, device=dev, dtype=f32) if mode != MODE_COSINE else GZ
-    GQH = torch.empty(N, R, device=dev, dtype=f32) if mode == MODE_COSINE else GZ
-    GSC = torch.empty(N, device=dev, dtype=f32) if mode == MODE_COSINE else GZ
+    GZ = torch.zeros(N, D, device=dev, dtype=f32)
+    GV = None if cosine else torch.zeros(P, N, D, device=dev, dtype=f32)
+    GQH = torch.zeros(N, R, device=dev, dtype=f32) if cosine else None
+    GSC = torch.empty(N, device=dev, dtype=f32) if cosine else None
     GW1P = torch.zeros(C, L, D, H, device=dev, dtype=f32)
     GB1P = torch.zeros(C, L, H, device=dev, dtype=f32)
     GW2P = torch.zeros(C, L, H, D, device=dev, dtype=f32)
     GB2P = torch.zeros(C, L, D, device=dev, dtype=f32)
-    GWKP = torch.zeros(C, D, R, device=dev, dtype=f32) if mode == MODE_COSINE else GB2P
-    V = v if v is not None else z
-    QH = qh if qh is not None else z
-    WK = wk if wk is not None else w1
-    SC = scale if scale is not None else z
-    args = (z, w1, b1, w2, b2, V, QH, WK, SC, S, gA, gS, DD, GZ, GV, GQH, GSC,
-            GW1P, GB1P, GW2P, GB2P, GWKP, N, D, H, R, L, float(sc or 0.0))
-    meta = dict(MODE=mode, BLOCK_D=_pow2(D), BLOCK_R=_pow2(R), PREC=_precision(z.dtype))
+    GWKP = torch.zeros(C, D, R, device=dev, dtype=f32) if cosine else None
+    kernel, cfg = select_kernel(_bwd_tuned, _bwd_kernel, GPU_CONFIGS["bwd", z.dtype == f32], INTERP_CONFIG)
     with device_guard(z):
-        if _interpret(dev):
-            _bwd_kernel[(min(C, triton.cdiv(N, _INTERP_BLOCK_N)),)](
-                *args, BLOCK_N=_INTERP_BLOCK_N, BLOCK_H=_INTERP_BLOCK_H, **meta)
-        elif autotune_enabled():
-            _bwd_tuned[lambda m: (min(C, triton.cdiv(N, m["BLOCK_N"])),)](*args, **meta)
-        else:
-            cfg = GPU_CONFIGS["bwd", z.dtype == torch.float32]
-            _bwd_kernel[(min(C, triton.cdiv(N, cfg["BLOCK_N"])),)](*args, **cfg, **meta)
+        kernel[lambda m: (min(C, triton.cdiv(N, m["BLOCK_N"])),)](
+            z, w1, b1, w2, b2, v, qh, wk, scale, S, gA, gS, DD, GZ, GV, GQH, GSC,
+            GW1P, GB1P, GW2P, GB2P, GWKP, N, D, H, R, L, float(sc or 0.0),
+            MODE=mode, BLOCK_D=pow2(D), BLOCK_RC=min(pow2(R), BLOCK_RC), PREC=dot_precision(z.dtype), **cfg)
     grads = dict(z=GZ, w1=GW1P.sum(0), b1=GB1P.sum(0), w2=GW2P.sum(0), b2=GB2P.sum(0))
-    if mode == MODE_COSINE:
+    if cosine:
         grads.update(qh=GQH.unsqueeze(0), wk=GWKP.sum(0).unsqueeze(0), scale=GSC.sum())
     else:
         grads.update(v=GV)
@@ -504,14 +470,13 @@ class DARouterCore(torch.autograd.Function):
 
     z ``[N, d]``; w1 ``[L, d, h]``; b1 ``[L, h]``; w2 ``[L, h, d]``; b2 ``[L, d]``;
     dot / diff: v ``[P, N, d]`` (``P = 1`` dot, 2 diff), ``sc`` a float (1/sqrt(r));
-    cosine: qh ``[1, N, r]`` (unit rows), wk ``[1, d, r]``, scale ``[]``.
+    cosine: qh ``[1, N, r]`` (unit rows), wk ``[1, d, r]``, scale ``[]``. ``mode``: a :data:`MODES` id.
     """
 
     @staticmethod
     def forward(ctx, z, w1, b1, w2, b2, v, qh, wk, scale, sc, mode):
         dtype = z.dtype
-        c = lambda t: None if t is None else t.contiguous()              # noqa: E731
-        z, w1, b1, w2, b2, v, qh, wk, scale = map(c, (z, w1, b1, w2, b2, v, qh, wk, scale))
+        z, w1, b1, w2, b2, v, qh, wk, scale = contiguous(z, w1, b1, w2, b2, v, qh, wk, scale)
         if wk is not None:
             wk = wk[0]
         if qh is not None:
@@ -536,16 +501,23 @@ class DARouterCore(torch.autograd.Function):
                 cast(g.get("scale"), scale), None, None)
 
 
-def da_router_core(z, w1, b1, w2, b2, v=None, qh=None, wk=None, scale=None, sc=None):
-    """Fused core on Triton. dot/diff: pass ``v [P, N, d]`` and ``sc``; cosine: ``qh [1, N, r]``,
-    ``wk [1, d, r]``, ``scale []``. Returns (A ``[P, N, d]``, S ``[P, N, L]``) in ``z.dtype``."""
-    if qh is not None:
-        mode = MODE_COSINE
-    else:
-        mode = MODE_DIFF if v.shape[0] == 2 else MODE_DOT
+def da_router_core(z, w1, b1, w2, b2, mode: str, v=None, qh=None, wk=None, scale=None, sc=None):
+    """Fused core on Triton. ``mode`` ``"dot"`` / ``"diff"``: pass ``v [P, N, d]`` (P = 1 / 2) and ``sc``;
+    ``"cosine"``: ``qh [1, N, r]``, ``wk [1, d, r]``, ``scale []``. Returns (A ``[P, N, d]``,
+    S ``[P, N, L]``) in ``z.dtype``."""
+    if mode not in MODES:
+        raise ValueError(f"da_router (triton): mode must be one of {tuple(MODES)}, got {mode!r}")
+    need = ("qh", "wk", "scale") if mode == "cosine" else ("v",)
+    given = {"v": v, "qh": qh, "wk": wk, "scale": scale}
+    if any(given[k] is None for k in need) or any(t is not None for k, t in given.items() if k not in need):
+        raise ValueError(f"da_router (triton): mode {mode!r} takes {', '.join(need)} (and no other of v, qh, wk, "
+                         f"scale); got {', '.join(k for k, t in given.items() if t is not None) or 'none'}")
+    P = 2 if mode == "diff" else 1
+    if mode != "cosine" and v.shape[0] != P:
+        raise ValueError(f"da_router (triton): mode {mode!r} needs v of shape [{P}, N, d], got {tuple(v.shape)}")
     check_dtypes("da_router", z=z, w1=w1, b1=b1, w2=w2, b2=b2, v=v, qh=qh, wk=wk, scale=scale)
+    check_launchable("da_router", z.device)
     if z.shape[0] == 0:                                       # nothing to launch
-        P, L = (2 if mode == MODE_DIFF else 1), w1.shape[0]
         zero = (z.sum() + w1.sum() + b1.sum() + w2.sum() + b2.sum()) * 0
-        return (z.new_zeros(P, 0, z.shape[1]) + zero, z.new_zeros(P, 0, L) + zero)
-    return DARouterCore.apply(z, w1, b1, w2, b2, v, qh, wk, scale, sc, mode)
+        return (z.new_zeros(P, 0, z.shape[1]) + zero, z.new_zeros(P, 0, w1.shape[0]) + zero)
+    return DARouterCore.apply(z, w1, b1, w2, b2, v, qh, wk, scale, sc, MODES[mode])

@@ -45,8 +45,8 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (INTERPRET, autotune_enabled, check_dtypes, device_guard, dot_precision, gelu as _gelu,
-                     gelu_grad as _gelu_grad, is_fp32)
+from .common import (INTERPRET, check_dtypes, check_launchable, config_pruner, contiguous, device_guard,
+                     dot_precision, gelu as _gelu, gelu_grad as _gelu_grad, pow2, select_kernel, sm_count)
 
 ROUTING_IDS = {"soft": 0, "uniform": 1, "top1": 2}
 MAX_D = 256           # whole feature rows live in registers / shared memory
@@ -72,6 +72,21 @@ def _gates(logits, mask_k, K, ROUTING: tl.constexpr):
     return alpha
 
 
+@triton.jit
+def _hidden_chunk(X, rows, offs_d, mask_nd, mask_d, W1_k, B1_k, hh, mask_h, D, H, DOT_PREC: tl.constexpr):
+    """``hpre = x W1_k[:, hh] + b1_k[hh]`` for one token block and one chunk of expert ``k``'s hidden
+    units: ``[BLOCK_N, BLOCK_H]`` fp32, plus the ``[BLOCK_D, BLOCK_H]`` W1 tile (the backward reuses it).
+
+    The token tile is loaded here, per chunk, instead of once per program: a loop-invariant ``tl.dot``
+    operand is kept in registers in the dot-operand layout, which replicates the ``[BLOCK_N, d]`` tile
+    across the warps (twice for tf32x3's hi/lo halves) and spilled the fp32 backward; the reload hits L1.
+    """
+    x = tl.load(X + rows[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0)      # [BLOCK_N, BLOCK_D]
+    w1 = tl.load(W1_k + offs_d[:, None] * H + hh[None, :], mask=mask_d[:, None] & mask_h[None, :], other=0.0)
+    b1 = tl.load(B1_k + hh, mask=mask_h, other=0.0).to(tl.float32)
+    return tl.dot(x, w1, input_precision=DOT_PREC) + b1[None, :], w1
+
+
 # ------------------------------------------------------------------------------------------ forward
 @triton.jit
 def _bank_fwd_kernel(
@@ -93,7 +108,8 @@ def _bank_fwd_kernel(
     mask_k = offs_k < K
     rows = m * N + offs_n                                                       # [BLOCK_N] (int64)
 
-    x = tl.load(X + rows[:, None] * D + offs_d[None, :], mask=mask_n[:, None] & mask_d[None, :], other=0.0)
+    mask_nd = mask_n[:, None] & mask_d[None, :]
+    x = tl.load(X + rows[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0)
     # gate GEMM + routing: [BLOCK_N, BLOCK_D] @ [BLOCK_D, BLOCK_K]
     wg = tl.load(WG + m * D * K + offs_d[:, None] * K + offs_k[None, :],
                  mask=mask_d[:, None] & mask_k[None, :], other=0.0)
@@ -118,10 +134,8 @@ def _bank_fwd_kernel(
         for h0 in range(0, H, BLOCK_H):
             hh = h0 + offs_h
             mask_h = hh < H
-            w1 = tl.load(w1_base + offs_d[:, None] * H + hh[None, :],
-                         mask=mask_d[:, None] & mask_h[None, :], other=0.0)      # [BLOCK_D, BLOCK_H]
-            b1 = tl.load(B1 + (m * K + k) * H + hh, mask=mask_h, other=0.0).to(tl.float32)
-            hpre = tl.dot(x, w1, input_precision=DOT_PREC) + b1[None, :]        # [BLOCK_N, BLOCK_H]
+            hpre, _ = _hidden_chunk(X, rows, offs_d, mask_nd, mask_d, w1_base, B1 + (m * K + k) * H, hh, mask_h,
+                                    D, H, DOT_PREC)                             # [BLOCK_N, BLOCK_H]
             g = _gelu(hpre) * a_k[:, None]
             w2 = tl.load(w2_base + hh[:, None] * D + offs_d[None, :],
                          mask=mask_h[:, None] & mask_d[None, :], other=0.0)      # [BLOCK_H, BLOCK_D]
@@ -131,9 +145,11 @@ def _bank_fwd_kernel(
 
 
 # ------------------------------------------------------------------------------------------ backward
+@triton.heuristics({"HAS_DALPHA": lambda args: args["DALPHA"] is not None})
 @triton.jit
 def _bank_bwd_token_kernel(
-    X, DZ, ALPHA, DALPHA, WG, W1, B1, W2, B2,   # x, dz [M, N, D]; alpha, dalpha_ext [M, N, K]; weights as fwd
+    X, DZ, ALPHA, DALPHA, WG, W1, B1, W2, B2,   # x, dz [M, N, D]; alpha, dalpha_ext [M, N, K] (None: no loss
+                                                # on the gates); weights as fwd
     DX, DH, G, DLOGITS,                         # out: dx [M, N, D]; dh, g [M, N, K*H]; dlogits [M, N, K]
     N, D, H, K, N_BUCKET,
     ROUTING: tl.constexpr, HAS_DALPHA: tl.constexpr, DOT_PREC: tl.constexpr,
@@ -153,13 +169,12 @@ def _bank_bwd_token_kernel(
     rows = m * N + offs_n
     KH = K * H
 
-    x = tl.load(X + rows[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0)       # [BLOCK_N, BLOCK_D]
-    dz = tl.load(DZ + rows[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0)     # [BLOCK_N, BLOCK_D]
     alpha = tl.load(ALPHA + rows[:, None] * K + offs_k[None, :], mask=mask_nk, other=0.0).to(tl.float32)
     dx = tl.zeros([BLOCK_N, BLOCK_D], dtype=tl.float32)
     dalpha = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)
     if ROUTING == 0:
         # <dz, b2_k>: [BLOCK_N, BLOCK_D] @ [BLOCK_D, BLOCK_K]
+        dz = tl.load(DZ + rows[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0)
         b2t = tl.load(B2 + m * K * D + offs_k[None, :] * D + offs_d[:, None],
                       mask=mask_k[None, :] & mask_d[:, None], other=0.0)
         dalpha += tl.dot(dz, b2t, input_precision=DOT_PREC)
@@ -173,13 +188,13 @@ def _bank_bwd_token_kernel(
         for h0 in range(0, H, BLOCK_H):
             hh = h0 + offs_h
             mask_h = hh < H
-            w1 = tl.load(w1_base + offs_d[:, None] * H + hh[None, :],
-                         mask=mask_d[:, None] & mask_h[None, :], other=0.0)              # [BLOCK_D, BLOCK_H]
-            b1 = tl.load(B1 + (m * K + k) * H + hh, mask=mask_h, other=0.0).to(tl.float32)
-            hpre = tl.dot(x, w1, input_precision=DOT_PREC) + b1[None, :]                # [BLOCK_N, BLOCK_H]
+            hpre, w1 = _hidden_chunk(X, rows, offs_d, mask_nd, mask_d, w1_base, B1 + (m * K + k) * H, hh, mask_h,
+                                     D, H, DOT_PREC)                                    # [BLOCK_N, BLOCK_H]
             w2t = tl.load(w2_base + hh[None, :] * D + offs_d[:, None],
                           mask=mask_h[None, :] & mask_d[:, None], other=0.0)             # [BLOCK_D, BLOCK_H] = W2_k^T
-            dg = tl.dot(dz, w2t, input_precision=DOT_PREC)                              # [BLOCK_N, BLOCK_H]
+            # dz reloaded per chunk for the same reason as x in _hidden_chunk
+            dz = tl.load(DZ + rows[:, None] * D + offs_d[None, :], mask=mask_nd, other=0.0)
+            dg = tl.dot(dz, w2t, input_precision=DOT_PREC)                               # [BLOCK_N, BLOCK_H]
             act = _gelu(hpre)
             if ROUTING == 0:
                 part = tl.sum(dg * act, axis=1)                                          # [BLOCK_N]
@@ -201,11 +216,12 @@ def _bank_bwd_token_kernel(
     tl.store(DX + rows[:, None] * D + offs_d[None, :], dx.to(DX.dtype.element_ty), mask=mask_nd)
 
 
+@triton.heuristics({"HAS_COLSUM": lambda args: args["COLSUM"] is not None})
 @triton.jit
 def _tn_reduce_kernel(
     A, B, OUT, COLSUM,              # a [G, N, I]; b [G, N, J] (row-major, unit last stride);
                                     # out: fp32 partials [S, G, I, J] written through the strides below;
-                                    # colsum: fp32 partials [S, G, J] of sum_n b
+                                    # colsum: fp32 partials [S, G, J] of sum_n b, or None
     N, I, J, ROWS_PER_SPLIT, SPLIT,
     stride_ag, stride_an, stride_bg, stride_bn,
     stride_os, stride_og, stride_oi, COL_GROUP, stride_ocg, stride_oj,   # column j -> (j // COL_GROUP,
@@ -278,16 +294,6 @@ def _reduce_ok(cfg, fp32: bool) -> bool:
     return not (fp32 and cfg.kwargs["BLOCK_I"] * cfg.kwargs["BLOCK_J"] > 64 * 128)
 
 
-def _prune_token(configs, nargs, **kwargs):
-    fp32, d = is_fp32(nargs, "X"), int(nargs["D"])
-    return [c for c in configs if _token_ok(c, fp32, d)] or configs[:1]
-
-
-def _prune_reduce(configs, nargs, **kwargs):
-    fp32 = is_fp32(nargs, "A")
-    return [c for c in configs if _reduce_ok(c, fp32)] or configs[:1]
-
-
 #: fixed configs for the interpreter: small tiles, few programs
 INTERP_TOKEN_CONFIG = {"BLOCK_N": 32, "BLOCK_H": 64}
 INTERP_REDUCE_CONFIG = {"BLOCK_I": 32, "BLOCK_J": 64, "BLOCK_R": 32}
@@ -303,51 +309,36 @@ GPU_TOKEN_CONFIGS = {
 }
 GPU_REDUCE_CONFIG = {"BLOCK_I": 64, "BLOCK_J": 64, "BLOCK_R": 32, "num_warps": 4, "num_stages": 3}
 
+_prune_token = {"early_config_prune": config_pruner(_token_ok, "X", "D")}
 _fwd_tuned = triton.autotune(_token_configs(), key=["D", "H", "K", "N_BUCKET", "ROUTING"],
-                             prune_configs_by={"early_config_prune": _prune_token})(_bank_fwd_kernel)
-_bwd_token_tuned = triton.autotune(_token_configs(), key=["D", "H", "K", "N_BUCKET", "ROUTING", "HAS_DALPHA"],
-                                   prune_configs_by={"early_config_prune": _prune_token})(_bank_bwd_token_kernel)
-_reduce_tuned = triton.autotune(_reduce_configs(), key=["I", "J", "ROWS_PER_SPLIT", "SPLIT", "HAS_COLSUM"],
-                                prune_configs_by={"early_config_prune": _prune_reduce})(_tn_reduce_kernel)
+                             prune_configs_by=_prune_token)(_bank_fwd_kernel)
+_bwd_token_tuned = triton.autotune(_token_configs(), key=["D", "H", "K", "N_BUCKET", "ROUTING"],
+                                   prune_configs_by=_prune_token)(_bank_bwd_token_kernel)
+_reduce_tuned = triton.autotune(_reduce_configs(), key=["I", "J", "ROWS_PER_SPLIT", "SPLIT"],
+                                prune_configs_by={"early_config_prune": config_pruner(_reduce_ok, "A")}
+                                )(_tn_reduce_kernel)
 
 
-def _kernels():
-    """(fwd, bwd_token, reduce): the autotuned kernels, or the plain ones launched with fixed configs."""
-    if autotune_enabled():  # pragma: no cover - GPU only
-        return _fwd_tuned, _bwd_token_tuned, _reduce_tuned
-    return _bank_fwd_kernel, _bank_bwd_token_kernel, _tn_reduce_kernel
-
-
-def _pow2(n: int, lo: int = 16) -> int:
-    return max(lo, triton.next_power_of_2(int(n)))
-
-
-def _dot_prec(dtype: torch.dtype) -> str:
-    return dot_precision(dtype)
-
-
-def _token_meta(D: int, dtype: torch.dtype, kernel: str):
-    if autotune_enabled():
-        return {}
-    if INTERPRET:
-        return dict(INTERP_TOKEN_CONFIG)
-    meta = dict(GPU_TOKEN_CONFIGS[kernel, dtype == torch.float32])
-    if _pow2(D) > 128:
+def _token_kernel(kernel: str, D: int, dtype: torch.dtype):
+    """(kernel, meta) of the forward (``kernel="fwd"``) or backward token kernel for ``D`` and ``dtype``."""
+    tuned, plain = (_fwd_tuned, _bank_fwd_kernel) if kernel == "fwd" else (_bwd_token_tuned, _bank_bwd_token_kernel)
+    fn, meta = select_kernel(tuned, plain, GPU_TOKEN_CONFIGS[kernel, dtype == torch.float32], INTERP_TOKEN_CONFIG)
+    if meta and not INTERPRET and pow2(D) > 128:
         meta["BLOCK_N"] = 16                                          # whole rows stay on chip
-    return meta
+    return fn, meta
 
 
 #: force the number of token splits of the weight-gradient reductions (tests); None = heuristic
 FORCE_SPLIT: int | None = None
 
 
-def _num_splits(n_rows: int, tiles: int) -> int:
+def _num_splits(n_rows: int, tiles: int, device: torch.device) -> int:
+    """Token splits of a weight-gradient reduction: about two programs per SM, >= 256 rows each."""
     if FORCE_SPLIT is not None:
         return max(1, min(int(FORCE_SPLIT), n_rows))
-    if INTERPRET or not torch.cuda.is_available():
+    if INTERPRET or device.type != "cuda":
         return 1
-    sms = torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
-    want = max(1, (2 * sms) // max(1, tiles))
+    want = max(1, (2 * sm_count(device)) // max(1, tiles))
     return max(1, min(want, triton.cdiv(n_rows, 256)))
 
 
@@ -370,13 +361,13 @@ def tn_reduce(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, *, col_group:
     else:
         o_shape = (G, J // col_group, I, col_group)
     tiles = triton.cdiv(I, 64) * triton.cdiv(J, 64) * G
-    split = _num_splits(N, tiles)
+    split = _num_splits(N, tiles, a.device)
     direct = split == 1 and out.dtype == torch.float32
     part = out if direct else torch.empty((split, *o_shape), device=a.device, dtype=torch.float32)
     has_cs = colsum is not None
     cs_direct = has_cs and split == 1 and colsum.dtype == torch.float32
     cs = (colsum if cs_direct else torch.empty((split, G, J), device=a.device, dtype=torch.float32)) \
-        if has_cs else part
+        if has_cs else None
     part_v = part.view(split if not direct else 1, *o_shape)
     if len(o_shape) == 3:
         s_os, s_og, s_oi, s_ocg, s_oj = part_v.stride(0), part_v.stride(1), part_v.stride(2), 0, part_v.stride(3)
@@ -386,17 +377,17 @@ def tn_reduce(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, *, col_group:
     cs_v = cs.view(split if not cs_direct else 1, G, J) if has_cs else None
     s_cs, s_cg = (cs_v.stride(0), cs_v.stride(1)) if has_cs else (0, 0)
     rows_per_split = triton.cdiv(N, split)
-    meta = {} if autotune_enabled() else dict(INTERP_REDUCE_CONFIG) if INTERPRET else dict(GPU_REDUCE_CONFIG)
+    kernel, meta = select_kernel(_reduce_tuned, _tn_reduce_kernel, GPU_REDUCE_CONFIG, INTERP_REDUCE_CONFIG)
 
     def grid(META):
         return (triton.cdiv(I, META["BLOCK_I"]), triton.cdiv(J, META["BLOCK_J"]), G * split)
 
     with device_guard(a):
-        _kernels()[2][grid](
+        kernel[grid](
             a, b, part, cs, N, I, J, rows_per_split, split,
             a.stride(0), a.stride(1), b.stride(0), b.stride(1),
             s_os, s_og, s_oi, col_group, s_ocg, s_oj, s_cs, s_cg,
-            HAS_COLSUM=has_cs, DOT_PREC=_dot_prec(a.dtype), **meta,
+            DOT_PREC=dot_precision(a.dtype), **meta,
         )
     if not direct:
         out.copy_(part.sum(0))
@@ -417,16 +408,17 @@ class ModalityExpertsFunction(torch.autograd.Function):
         if D > MAX_D:
             raise ValueError(f"modality_experts (triton): d_model={D} > {MAX_D} is not supported")
         check_dtypes("modality_experts", x=x, gate_weight=gate_weight, gate_bias=gate_bias, w1=w1, b1=b1, w2=w2, b2=b2)
-        x, gate_weight, gate_bias, w1, b1, w2, b2 = (t.contiguous() for t in (x, gate_weight, gate_bias, w1, b1, w2, b2))
+        check_launchable("modality_experts", x.device)
+        x, gate_weight, gate_bias, w1, b1, w2, b2 = contiguous(x, gate_weight, gate_bias, w1, b1, w2, b2)
         z = torch.empty_like(x)
         alpha = torch.empty((M, N, K), device=x.device, dtype=x.dtype)
         rid = ROUTING_IDS[routing]
         if N > 0:
-            meta = _token_meta(D, x.dtype, "fwd")
+            kernel, meta = _token_kernel("fwd", D, x.dtype)
             grid = lambda META: (triton.cdiv(N, META["BLOCK_N"]), M)  # noqa: E731
             with device_guard(x):
-                _kernels()[0][grid](x, gate_weight, gate_bias, w1, b1, w2, b2, z, alpha, N, D, H, K, triton.next_power_of_2(N),
-                           ROUTING=rid, DOT_PREC=_dot_prec(x.dtype), BLOCK_D=_pow2(D), BLOCK_K=_pow2(K), **meta)
+                kernel[grid](x, gate_weight, gate_bias, w1, b1, w2, b2, z, alpha, N, D, H, K, triton.next_power_of_2(N),
+                             ROUTING=rid, DOT_PREC=dot_precision(x.dtype), BLOCK_D=pow2(D), BLOCK_K=pow2(K), **meta)
         ctx.routing = routing
         ctx.set_materialize_grads(False)
         if routing != "soft":
@@ -444,19 +436,18 @@ class ModalityExpertsFunction(torch.autograd.Function):
             dz = torch.zeros_like(x)
         dz = dz.to(x.dtype).contiguous()
         has_da = soft and dalpha is not None
-        dalpha = dalpha.contiguous() if has_da else alpha
+        dalpha = dalpha.contiguous() if has_da else None
         dx = torch.empty_like(x)
         dh = torch.empty((M, N, K * H), device=x.device, dtype=x.dtype)
         g = torch.empty_like(dh)
         dlogits = torch.zeros((M, N, K), device=x.device, dtype=x.dtype)
         if N > 0:
-            meta = _token_meta(D, x.dtype, "bwd")
+            kernel, meta = _token_kernel("bwd", D, x.dtype)
             grid = lambda META: (triton.cdiv(N, META["BLOCK_N"]), M)  # noqa: E731
             with device_guard(x):
-                _kernels()[1][grid](x, dz, alpha, dalpha, gate_weight, w1, b1, w2, b2, dx, dh, g, dlogits,
-                                 N, D, H, K, triton.next_power_of_2(N), ROUTING=ROUTING_IDS[ctx.routing],
-                                 HAS_DALPHA=has_da, DOT_PREC=_dot_prec(x.dtype), BLOCK_D=_pow2(D), BLOCK_K=_pow2(K),
-                                 **meta)
+                kernel[grid](x, dz, alpha, dalpha, gate_weight, w1, b1, w2, b2, dx, dh, g, dlogits,
+                             N, D, H, K, triton.next_power_of_2(N), ROUTING=ROUTING_IDS[ctx.routing],
+                             DOT_PREC=dot_precision(x.dtype), BLOCK_D=pow2(D), BLOCK_K=pow2(K), **meta)
         need = ctx.needs_input_grad
         dwg = dbg = dw1 = db1 = dw2 = db2 = None
         if need[3] or need[4]:
@@ -497,16 +488,4 @@ def modality_experts(x: torch.Tensor, gate_weight: torch.Tensor, gate_bias: torc
     return ModalityExpertsFunction.apply(x, gate_weight, gate_bias, w1, b1, w2, b2, routing)
 
 
-class FusedModalityExperts(torch.nn.Module):
-    """Small module wrapper: call with a :class:`~himoe_fast.model.ModalityExpertBank`'s parameters."""
-
-    def __init__(self, bank: torch.nn.Module):
-        super().__init__()
-        self.bank = bank
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b = self.bank
-        return modality_experts(x, b.gate_weight, b.gate_bias, b.w1, b.b1, b.w2, b.b2, b.routing)
-
-
-__all__ = ["ModalityExpertsFunction", "modality_experts", "FusedModalityExperts", "tn_reduce", "INTERPRET"]
+__all__ = ["ModalityExpertsFunction", "modality_experts", "tn_reduce", "INTERPRET"]

@@ -66,6 +66,6 @@ def test_fast_ops_are_registered_with_fake_kernels():
             torch.randn(M, K, h), torch.randn(M, K, h, d), torch.randn(M, K, d), "soft", "torch")
         A, S = torch.ops.himoe_fast.da_router_core(
             torch.randn(N, d), torch.randn(L, d, h), torch.randn(L, h), torch.randn(L, h, d), torch.randn(L, d),
-            torch.randn(2, N, d), None, None, None, 0.5, "torch")
+            torch.randn(2, N, d), None, None, None, 0.5, "diff", "torch")
     assert z.shape == (M, N, d) and alpha.shape == (M, N, K)
     assert A.shape == (2, N, d) and S.shape == (2, N, L)

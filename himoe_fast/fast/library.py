@@ -9,7 +9,7 @@ calling the Functions directly (no change in speed or memory).
 
     himoe_fast::modality_bank(x, gate_weight, gate_bias, w1, b1, w2, b2, routing, kind) -> (z, alpha)
         x [M, N, d] -> z [M, N, d], alpha [M, N, K]; kind "torch" | "triton"
-    himoe_fast::da_router_core(z, w1, b1, w2, b2, v?, qh?, wk?, scale?, sc, kind) -> (A, S)
+    himoe_fast::da_router_core(z, w1, b1, w2, b2, v?, qh?, wk?, scale?, sc, mode, kind) -> (A, S)
         z [N, d] -> A [P, N, d], S [P, N, L] (see himoe_fast.fast.router)
     himoe_fast::modality_bank_backward / da_router_core_backward: their gradients
 
@@ -25,7 +25,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .experts import bank_apply
+from .experts import LEARNED_GATES, bank_apply
 from .router import core_apply
 
 _BANK_INPUTS = 7          # x, gate_weight, gate_bias, w1, b1, w2, b2
@@ -79,7 +79,7 @@ def _bank_backward(ctx, dz, dalpha):
     if dalpha is None:
         dalpha = x.new_zeros((x.shape[0], x.shape[1], w1.shape[1]))
     grads = list(modality_bank_backward_op(dz, dalpha, *saved, ctx.routing, ctx.kind))
-    if ctx.routing != "soft":                       # uniform / top1 gates are constants (as the reference)
+    if ctx.routing not in LEARNED_GATES:            # uniform / top1 gates are constants (as the reference)
         grads[1] = grads[2] = None
     return (*grads, None, None)
 
@@ -95,14 +95,15 @@ def _present(*ts) -> list[int]:
 @torch.library.custom_op("himoe_fast::da_router_core", mutates_args=())
 def _router_core(z: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor, v: Optional[Tensor],
                  qh: Optional[Tensor], wk: Optional[Tensor], scale: Optional[Tensor], sc: float,
-                 kind: str) -> tuple[Tensor, Tensor]:
+                 mode: str, kind: str) -> tuple[Tensor, Tensor]:
     with torch.no_grad():
-        A, S = core_apply(z, w1, b1, w2, b2, v, qh, wk, scale, None if v is None else sc, kind, save_hidden=False)
+        A, S = core_apply(z, w1, b1, w2, b2, v, qh, wk, scale, None if v is None else sc, mode, kind,
+                          save_hidden=False)
     return A.contiguous(), S.contiguous()
 
 
 @_router_core.register_fake
-def _(z, w1, b1, w2, b2, v, qh, wk, scale, sc, kind):
+def _(z, w1, b1, w2, b2, v, qh, wk, scale, sc, mode, kind):
     P = 1 if v is None else v.shape[0]
     N, d = z.shape
     return z.new_empty((P, N, d)), z.new_empty((P, N, w1.shape[0]))
@@ -111,27 +112,27 @@ def _(z, w1, b1, w2, b2, v, qh, wk, scale, sc, kind):
 @torch.library.custom_op("himoe_fast::da_router_core_backward", mutates_args=())
 def _router_core_backward(gA: Tensor, gS: Tensor, z: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Tensor,
                           v: Optional[Tensor], qh: Optional[Tensor], wk: Optional[Tensor], scale: Optional[Tensor],
-                          sc: float, kind: str) -> list[Tensor]:
+                          sc: float, mode: str, kind: str) -> list[Tensor]:
     """Gradients of the inputs that are not None, in order."""
     args = [None if t is None else t.detach().requires_grad_(True) for t in (z, w1, b1, w2, b2, v, qh, wk, scale)]
     ins = [t for t in args if t is not None]
     with torch.enable_grad():
-        A, S = core_apply(*args, None if v is None else sc, kind, save_hidden=False)
+        A, S = core_apply(*args, None if v is None else sc, mode, kind, save_hidden=False)
         got = torch.autograd.grad([A, S], ins, [gA, gS], allow_unused=True)
     return [torch.zeros_like(t) if g is None else g for g, t in zip(got, ins)]
 
 
 @_router_core_backward.register_fake
-def _(gA, gS, z, w1, b1, w2, b2, v, qh, wk, scale, sc, kind):
+def _(gA, gS, z, w1, b1, w2, b2, v, qh, wk, scale, sc, mode, kind):
     return [t.new_empty(t.shape) for t in (z, w1, b1, w2, b2, v, qh, wk, scale) if t is not None]
 
 
 def _router_setup(ctx, inputs, output):
-    z, w1, b1, w2, b2, v, qh, wk, scale, sc, kind = inputs
+    z, w1, b1, w2, b2, v, qh, wk, scale, sc, mode, kind = inputs
     tensors = (z, w1, b1, w2, b2, v, qh, wk, scale)
     ctx.which = _present(*tensors)
     ctx.save_for_backward(*(tensors[i] for i in ctx.which))
-    ctx.sc, ctx.kind = sc, kind
+    ctx.sc, ctx.mode, ctx.kind = sc, mode, kind
 
 
 def _router_backward(ctx, gA, gS):
@@ -145,19 +146,19 @@ def _router_backward(ctx, gA, gS):
         gA = z.new_zeros((P, z.shape[0], z.shape[1]))
     if gS is None:
         gS = z.new_zeros((P, z.shape[0], w1.shape[0]))
-    got = _router_core_backward(gA, gS, *full, ctx.sc, ctx.kind)
+    got = _router_core_backward(gA, gS, *full, ctx.sc, ctx.mode, ctx.kind)
     grads: list = [None] * 9
     for i, g in zip(ctx.which, got):
         grads[i] = g
-    return (*grads, None, None)
+    return (*grads, None, None, None)
 
 
 _router_core.register_autograd(_router_backward, setup_context=_router_setup)
 
 
-def da_router_core_op(z, w1, b1, w2, b2, v, qh, wk, scale, sc, kind: str):
+def da_router_core_op(z, w1, b1, w2, b2, v, qh, wk, scale, sc, mode: str, kind: str):
     """``himoe_fast::da_router_core`` with the fast path's argument conventions (``sc`` None for cosine)."""
-    return _router_core(z, w1, b1, w2, b2, v, qh, wk, scale, 0.0 if sc is None else float(sc), kind)
+    return _router_core(z, w1, b1, w2, b2, v, qh, wk, scale, 0.0 if sc is None else float(sc), mode, kind)
 
 
 __all__ = ["modality_bank_op", "modality_bank_backward_op", "da_router_core_op"]

@@ -271,21 +271,21 @@ def _core(z, w1, b1, w2, b2, wq, wk, mode, scale, backend, save_hidden):
     if torch.compiler.is_compiling():        # an opaque op for torch.compile (himoe_fast.fast.library)
         from . import library
 
-        return library.da_router_core_op(z, w1, b1, w2, b2, v, qh, wk_in, scale_in, sc, backend)
-    return core_apply(z, w1, b1, w2, b2, v, qh, wk_in, scale_in, sc, backend, save_hidden)
+        return library.da_router_core_op(z, w1, b1, w2, b2, v, qh, wk_in, scale_in, sc, mode, backend)
+    return core_apply(z, w1, b1, w2, b2, v, qh, wk_in, scale_in, sc, mode, backend, save_hidden)
 
 
-def core_apply(z, w1, b1, w2, b2, v, qh, wk, scale, sc, backend: str, save_hidden: bool | None = None):
+def core_apply(z, w1, b1, w2, b2, v, qh, wk, scale, sc, mode: str, backend: str, save_hidden: bool | None = None):
     """The core's autograd.Function on ``backend`` (``torch`` | ``triton``): (A ``[P, N, d]``, S ``[P, N, L]``).
 
-    dot / diff: ``v [P, N, d]`` and ``sc``; cosine: ``qh [1, N, r]``, ``wk [1, d, r]``, ``scale``."""
+    ``mode`` dot / diff: ``v [P, N, d]`` and ``sc``; cosine: ``qh [1, N, r]``, ``wk [1, d, r]``, ``scale``."""
     if backend == "torch":
         if save_hidden is None:
             save_hidden = z.device.type == "cpu"
         return _TorchCore.apply(z, w1, b1, w2, b2, v, qh, wk, scale, sc, bool(save_hidden))
     # lazy: imports triton (under the interpreter for CPU tensors)
     kernels = load_kernel_module("da_router", z.device)
-    return kernels.da_router_core(z, w1, b1, w2, b2, v=v, qh=qh, wk=wk, scale=scale, sc=sc)
+    return kernels.da_router_core(z, w1, b1, w2, b2, mode, v=v, qh=qh, wk=wk, scale=scale, sc=sc)
 
 
 def da_router(z, w1, b1, w2, b2, wq, wk, mode: str, scale=None, lam=None,
