@@ -79,9 +79,12 @@ torch ops send back: for diff ``gA_0 = g_e, gA_1 = -lam g_e, gS_0 = g_beta, gS_1
 Backward kernel (``_bwd_kernel``): ``C`` programs, each looping over token blocks
 ``pid, pid + C, ...``; per block and expert it recomputes ``f_l`` (pass 1 over the h-tiles),
 forms ``G, dphi, gf_l`` (steps 1-4), then recomputes ``a_l, u_l`` per h-tile (pass 2) for step 5.
-Per-token results (dL/dz, GV / GQH / GSC) are plain stores; weight gradients are accumulated by
-read-modify-write into the program's own fp32 partial slice ``[C, ...]`` (no atomics, so the result is
-deterministic) and summed over ``C`` on the host. ``C`` is bounded (SM count, memory) independently
+Per-token results (dL/dz, GV, GQH) are accumulated expert by expert by read-modify-write of their
+rows in memory (zeroed by the host; the rows belong to the program), not in register tiles held
+across the expert loop (that spilled); weight gradients likewise into the program's own fp32 partial
+slice ``[C, ...]`` (no atomics, so the result is deterministic), summed over ``C`` on the host. The
+cosine mode's key ``k = f W_k`` is formed in r-chunks of ``BLOCK_RC`` twice per expert (norms first,
+then the gradients), so the ``[d, r]`` key projection is never held whole. ``C`` is bounded (SM count, memory) independently
 of the autotuned ``BLOCK_N``.  Cost: 7 GEMM-tiles per (block, expert) against 6 if the hidden were
 stored; memory kept for backward: z, A ``[P, N, d]``, S ``[P, N, L]`` only.
 
@@ -89,7 +92,7 @@ Dtypes and sizes: fp32 (``tl.dot`` with ``input_precision="tf32x3"``: three TF32
 products, ~1e-6 relative error; ``HIMOE_FAST_FP32_DOT=ieee`` for exact FMA dots, see
 :data:`himoe_fast.kernels.common.FP32_DOT`) and bf16 (GPU only; operands cast to bf16, accumulation
 and softmax statistics in fp32). Any N, d, h, r, L: blocks are padded to powers of two >= 16 and
-masked. ``d`` and ``r`` are held whole per token block (fine for d <= 256). Offsets into token
+masked. ``d`` is held whole per token block (fine for d <= 256). Offsets into token
 arrays are 64-bit (``N * d`` may pass 2^31).
 
 Launch configs: autotuned on CUDA over a small grid pruned per dtype (``early_config_prune``:

@@ -34,6 +34,10 @@ tensor-core products, ~1e-6 relative error; ``HIMOE_FAST_FP32_DOT=ieee`` for exa
 spill); bf16 inputs (GPU only) keep bf16 operands and fp32 accumulation. Feature dims are loaded whole
 (``BLOCK_D = next_pow2(d)``, masked), so ``d <= MAX_D``.
 
+Both token kernels form each hidden chunk with :func:`_hidden_chunk`, which reloads the token tile
+per chunk (L1 hits) rather than holding it across the loops: that kept the fp32 backward's registers
+within budget (``bench/aot_check.py``).
+
 Under ``TRITON_INTERPRET=1`` (CPU) one fixed small config is used; on GPU the kernels are autotuned
 over grids pruned per dtype to the configs that fit (:func:`_token_ok`, :func:`_reduce_ok`; checked by
 ``bench/aot_check.py --full``), or launched with fixed per-dtype configs (``HIMOE_FAST_AUTOTUNE=0``).
