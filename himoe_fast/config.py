@@ -16,7 +16,7 @@ from .errors import ModalityError
 
 ENCODER_KINDS = ("eeg", "signal", "features")
 ROUTERS = ("dot", "cosine", "diff")
-ROUTINGS = ("soft", "uniform", "top1")
+ROUTINGS = ("soft", "uniform", "top1", "top1_st")
 TASKS = ("regression", "binary")
 TEMPORAL_MODES = ("none", "align", "align+context")   # see himoe_fast.model.temporal
 
@@ -114,7 +114,7 @@ class HiMoEConfig:
     expert_hidden: int = 256             # h
     n_emotion_experts: int = 8           # L
     router: str = "dot"                  # DA-router similarity: dot | cosine | diff
-    routing: str = "soft"                # modality-bank gate: soft | uniform | top1
+    routing: str = "soft"                # modality-bank gate: soft | uniform | top1 | top1_st
     emotion_bank: bool = True            # False = "w/o Emotion Expert Bank" ablation
     targets: Sequence[str] = DEAP_TARGETS
     task: str = "regression"             # regression | binary

@@ -26,7 +26,8 @@ CASES = {  # id -> (M, N, d, h, K, absent) ; absent: "none" | "some" | "all"
     "one-expert": (2, 19, 40, 72, 1, "some"),
     "all-absent": (2, 21, 40, 72, 3, "all"),
 }
-ROUTINGS = ["soft", "uniform", "top1"]
+ROUTINGS = ["soft", "uniform", "top1", "top1_st"]
+LEARNED = ("soft", "top1_st")          # gates that carry gradient
 
 
 def _setup(M, N, d, h, K, absent, routing, seed=0):
@@ -51,7 +52,7 @@ def _reference(bank, x, gz, ga, routing):
     xr = x.detach().clone().requires_grad_(True)
     z, a = bank(xr.transpose(0, 1).unsqueeze(0))                    # [1, N, M, .]
     z, a = z[0].transpose(0, 1), a[0].transpose(0, 1)               # -> [M, N, .]
-    loss = (z * gz).sum() + ((a * ga).sum() if routing == "soft" else 0.0)
+    loss = (z * gz).sum() + ((a * ga).sum() if routing in LEARNED else 0.0)
     grads = torch.autograd.grad(loss, [xr, *_params(bank)], allow_unused=True)
     return z.detach(), a.detach(), grads
 
@@ -59,7 +60,7 @@ def _reference(bank, x, gz, ga, routing):
 def _fast(bank, x, gz, ga, routing, backend):
     xf = x.detach().clone().requires_grad_(True)
     z, a = modality_bank(xf, *_params(bank), routing=routing, backend=backend)
-    loss = (z * gz).sum() + ((a * ga).sum() if routing == "soft" else 0.0)
+    loss = (z * gz).sum() + ((a * ga).sum() if routing in LEARNED else 0.0)
     grads = torch.autograd.grad(loss, [xf, *_params(bank)], allow_unused=True)
     return z.detach(), a.detach(), grads
 
@@ -85,7 +86,7 @@ def test_torch_path_matches_reference(case, routing):
 
 
 TRITON_CASES = [pytest.param(CASES[c], r, id=f"{c}-{r}") for c in CASES for r in ROUTINGS
-                if r == "soft" or c in ("odd-N37", "single-token")]
+                if r == "soft" or c in ("odd-N37", "single-token")]     # top1_st: no kernel, the torch bank
 
 
 @pytest.mark.parametrize("case,routing", TRITON_CASES)

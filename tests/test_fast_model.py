@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 
 
 ROUTERS = ["dot", "cosine", "diff"]
-ROUTINGS = ["soft", "uniform", "top1"]
+ROUTINGS = ["soft", "uniform", "top1", "top1_st"]
 
 
 def _assert_parity(cfg, backend, **kw):
@@ -36,7 +36,7 @@ def test_torch_backend_parity(router, routing):
     _assert_parity(preset_config("tiny", router=router, routing=routing), "torch", B=2, T=3)
 
 
-TRITON_COMBOS = [(r, "soft") for r in ROUTERS] + [("dot", "uniform"), ("dot", "top1")]
+TRITON_COMBOS = [(r, "soft") for r in ROUTERS] + [("dot", "uniform"), ("dot", "top1"), ("dot", "top1_st")]
 
 
 @pytest.mark.parametrize("router,routing", TRITON_COMBOS)

@@ -67,6 +67,34 @@ def test_routing_modes():
     assert ((g == 0) | (g == 1)).all() and (g.sum(-1) == 1).all()
 
 
+def test_learned_top1_router_is_hard_forward_and_softmax_gradient_backward():
+    """``top1_st``: one-hot gates (as ``top1``), but the gate learns: its gradient equals that of the
+    surrogate sum_k softmax_k * <dL/dz, E_k(x)> with the expert outputs held fixed."""
+    from himoe_fast.model.experts import ModalityExpertBank, expert_ffn
+
+    torch.manual_seed(3)
+    bank = ModalityExpertBank(2, 6, 3, 5, routing="top1_st")
+    x = torch.randn(2, 4, 2, 6)
+    gz = torch.randn(2, 4, 2, 6)
+    z, alpha = bank(x)
+    assert ((alpha == 0) | (alpha == 1)).all() and (alpha.sum(-1) == 1).all()
+    hard = ModalityExpertBank(2, 6, 3, 5, routing="top1")
+    hard.load_state_dict(bank.state_dict())
+    assert torch.equal(z, hard(x)[0])                                   # the same forward as top1
+    (gw,) = torch.autograd.grad((z * gz).sum(), [bank.gate_weight])
+    surrogate = 0.0
+    for m in range(2):
+        xm = x[..., m, :]
+        p = torch.softmax(xm @ bank.gate_weight[m] + bank.gate_bias[m], -1)
+        for k in range(3):
+            e = expert_ffn(xm, bank.w1[m, k], bank.b1[m, k], bank.w2[m, k], bank.b2[m, k])
+            surrogate = surrogate + (p[..., k] * (e * gz[..., m, :]).sum(-1).detach()).sum()
+    (want,) = torch.autograd.grad(surrogate, [bank.gate_weight])
+    torch.testing.assert_close(gw, want, atol=1e-6, rtol=1e-5)
+    assert gw.abs().sum() > 0
+    assert torch.autograd.grad((hard(x)[0] * gz).sum(), [hard.gate_weight], allow_unused=True)[0] is None
+
+
 def test_absent_modality_gate_is_softmax_of_bias():
     """Eq. 2 discussion: an absent modality's bank input is the zero vector, so alpha = softmax(b_g)."""
     cfg = micro_config()

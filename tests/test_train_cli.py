@@ -244,13 +244,15 @@ def test_ablate_writes_table6_and_expert_count(tmp_path, cache_dir):
                    "--out", out], cache_dir)
     assert res.returncode == 0, res.stderr
     rows = (out / "ablation.csv").read_text().splitlines()
-    assert rows[0] == "variant,seed,ccc_mean,pcc_mean,mae_mean" and len(rows) == 5
-    assert any(r.startswith("w/o Soft Routing") for r in rows)
+    assert rows[0] == "variant,seed,ccc_mean,pcc_mean,mae_mean" and len(rows) == 6
+    assert [r.split(",")[0] for r in rows[1:]] == [
+        "w/o Emotion Expert Bank", "w/o Cross-Modal Alignment", "w/o Soft Routing (fixed top-1)",
+        "w/o Soft Routing (learned top-1)", "Full Model"]
     assert len((out / "expert_count.csv").read_text().splitlines()) == 3
     assert (out / "expert_count.png").read_bytes()[:4] == b"\x89PNG"
     assert "Full Model" in res.stdout
     assert "Ablation: overall average performance (cf. paper Table 6)" in res.stdout   # title not wrapped
-    assert "[1/6] w/o Emotion Expert Bank seed 0: CCC" in res.stdout    # one progress line per run in a log
+    assert "[1/7] w/o Emotion Expert Bank seed 0: CCC" in res.stdout    # one progress line per run in a log
 
 
 def test_plots_of_a_run(trained_run, cache_dir):

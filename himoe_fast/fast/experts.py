@@ -30,10 +30,14 @@ import threading
 
 import torch
 
+from ..config import ROUTINGS
 from ..model.experts import gate_weights
 from .backend import load_kernel_module, no_autocast, resolve, unify_dtypes
 
-ROUTINGS = ("soft", "uniform", "top1")
+#: routings whose gate learns (receives the softmax's gradient); ``uniform`` and ``top1`` gates are constants
+LEARNED_GATES = ("soft", "top1_st")
+#: routings the fused kernels implement; ``top1_st`` (an ablation) runs the batched-torch bank everywhere
+KERNEL_ROUTINGS = ("soft", "uniform", "top1")
 
 
 class Workspace(threading.local):
@@ -125,7 +129,7 @@ class ModalityBankTorchFunction(torch.autograd.Function):
         z, alpha, xe, hpre, act, y = _forward(x, wg, bg, w1, b1, w2, b2, routing)
         ctx.routing = routing
         ctx.set_materialize_grads(False)
-        if routing != "soft":
+        if routing not in LEARNED_GATES:
             ctx.mark_non_differentiable(alpha)
         ctx.save_for_backward(x, wg, bg, w1, b1, w2, b2, alpha)
         ctx.stash = {"xe": xe, "hpre": hpre, "act": act, "y": y}
@@ -145,12 +149,14 @@ class ModalityBankTorchFunction(torch.autograd.Function):
         N = xe.shape[1]
         x = xe.view(M, K, N, d)[:, 0]                                                # [M, N, d] view
         y4 = y.view(M, K, N, d)
-        soft = ctx.routing == "soft"
         dx = dwg = dbg = dw1 = db1 = dw2 = db2 = None
         dlogits = None
         if dz is not None:
             dz = dz.contiguous()
-        if soft:
+        if ctx.routing in LEARNED_GATES:
+            # the gate's gradient is the softmax's: for top1_st (straight-through) too, whose forward
+            # mixed with the one-hot alpha
+            p = alpha if ctx.routing == "soft" else torch.softmax(torch.baddbmm(bg.unsqueeze(1), x, wg), dim=-1)
             # dalpha_k = <dz, E_k> = <dz, y_k> + <dz, b2_k>  (+ the gradient of a loss on the gates)
             if dz is None:
                 da = alpha.new_zeros(alpha.shape)
@@ -158,7 +164,7 @@ class ModalityBankTorchFunction(torch.autograd.Function):
                 da = y4.mul_(dz.unsqueeze(1)).sum(-1).transpose(1, 2) + torch.bmm(dz, b2.transpose(1, 2))
             if dalpha is not None:
                 da = da + dalpha
-            dlogits = alpha * (da - (alpha * da).sum(-1, keepdim=True))                # [M, N, K]
+            dlogits = p * (da - (p * da).sum(-1, keepdim=True))                        # [M, N, K]
             if need[1]:
                 dwg = torch.bmm(x.transpose(1, 2), dlogits)
             if need[2]:
@@ -218,7 +224,7 @@ def modality_bank(x: torch.Tensor, gate_weight: torch.Tensor, gate_bias: torch.T
     x, gate_weight, gate_bias, w1, b1, w2, b2 = unify_dtypes(
         "modality_bank", ("x", "gate_weight", "gate_bias", "w1", "b1", "w2", "b2"),
         (x, gate_weight, gate_bias, w1, b1, w2, b2), x.device)
-    kind = _bank_kind(backend, x.device.type, x.shape[-1])
+    kind = _bank_kind(backend, x.device.type, x.shape[-1]) if routing in KERNEL_ROUTINGS else "torch"
     with no_autocast(x.device):
         if torch.compiler.is_compiling():        # an opaque op for torch.compile (himoe_fast.fast.library)
             from . import library

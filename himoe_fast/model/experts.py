@@ -35,8 +35,14 @@ def gate_weights(logits: torch.Tensor, routing: str) -> torch.Tensor:
     """Routing weights over the last axis of ``logits``.
 
     ``soft``: softmax (Eq. 2); ``uniform``: 1/K; ``top1``: one-hot argmax (the "w/o soft routing"
-    ablation; the gate then receives no gradient, i.e. a fixed random hard router).
+    ablation; the gate then receives no gradient, i.e. a fixed random hard router); ``top1_st``: a
+    *learned* hard router, the one-hot argmax forward with the softmax's gradient backward
+    (straight-through estimator). The paper does not say which hard router its ablation used.
     """
+    if routing == "top1_st":
+        p = torch.softmax(logits, dim=-1)
+        hard = F.one_hot(p.argmax(dim=-1), logits.shape[-1]).to(p.dtype)
+        return hard + (p - p.detach())                 # value: exactly one-hot; gradient: softmax's
     if routing == "soft":
         return torch.softmax(logits, dim=-1)
     if routing == "uniform":

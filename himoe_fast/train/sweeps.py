@@ -141,7 +141,10 @@ def robustness_sweep(base: RunConfig, models: Sequence[str], rates: Sequence[flo
 ABLATIONS = {
     "w/o Emotion Expert Bank": {"emotion_bank": False},
     "w/o Cross-Modal Alignment": {"align_weight": 0.0},
-    "w/o Soft Routing": {"routing": "top1"},
+    # the paper does not say which hard router "w/o Soft Routing" is: a fixed one (the gate gets no
+    # gradient) and a learned one (straight-through) are both run
+    "w/o Soft Routing (fixed top-1)": {"routing": "top1"},
+    "w/o Soft Routing (learned top-1)": {"routing": "top1_st"},
     "Full Model": {},
 }
 ABLATION_COLUMNS = ("variant", "seed", "ccc_mean", "pcc_mean", "mae_mean")
