@@ -49,6 +49,7 @@ def robustness(
     seq_len: opt.SeqLen = DataSettings.seq_len, stride: opt.Stride = None,
     patience: opt.Patience = TrainSettings.patience, max_folds: opt.MaxFolds = None,
     temporal: opt.Temporal = opt.DEFAULT_TEMPORAL, causal: opt.Causal = HiMoEConfig.causal, jobs: opt.Jobs = 1,
+    face_dir: opt.FaceDir = None,
     out: Annotated[Optional[Path], typer.Option(help="sweep directory (default runs/robustness-<dataset>-<time>)")] = None,
     resume: opt.SweepResume = False,
 ) -> None:
@@ -71,7 +72,7 @@ def robustness(
         dataset=dataset, data_dir=data_dir, modalities=modalities, protocol=protocol, folds=folds, split=split,
         epochs=epochs, batch_size=batch_size, lr=lr, missing_per_step=missing_per_step, impl=impl, gpus=gpus,
         procs=procs, subjects=subjects, seq_len=seq_len, stride=stride, patience=patience, max_folds=max_folds,
-        out=out, temporal=temporal, causal=causal)
+        out=out, temporal=temporal, causal=causal, face_dir=face_dir)
     total = len(model_list) * len(rate_list) * len(seed_list)
     with _progress("robustness sweep", total) as rep:
         rows = robustness_sweep(base, model_list, rate_list, seed_list, out, resume=resume, jobs=jobs,
@@ -102,7 +103,8 @@ def ablate(
     missing_rate: opt.MissingRate = TrainSettings.missing_rate, impl: opt.Impl = opt.DEFAULT_IMPL,
     procs: opt.Procs = RunConfig.procs, subjects: opt.Subjects = None, seq_len: opt.SeqLen = DataSettings.seq_len,
     stride: opt.Stride = None, patience: opt.Patience = TrainSettings.patience, max_folds: opt.MaxFolds = None,
-    temporal: opt.Temporal = opt.DEFAULT_TEMPORAL, causal: opt.Causal = HiMoEConfig.causal,
+    temporal: opt.Temporal = opt.DEFAULT_TEMPORAL, causal: opt.Causal = HiMoEConfig.causal, jobs: opt.Jobs = 1,
+    face_dir: opt.FaceDir = None,
     out: Annotated[Optional[Path], typer.Option(help="sweep directory (default runs/ablate-<dataset>-<time>)")] = None,
     resume: opt.SweepResume = False,
 ) -> None:
@@ -122,10 +124,11 @@ def ablate(
         dataset=dataset, data_dir=data_dir, modalities=modalities, protocol=protocol, folds=folds, split=split,
         epochs=epochs, batch_size=batch_size, lr=lr, missing_rate=missing_rate, impl=impl, procs=procs,
         subjects=subjects, seq_len=seq_len, stride=stride, patience=patience, max_folds=max_folds, out=out,
-        temporal=temporal, causal=causal)
+        temporal=temporal, causal=causal, face_dir=face_dir)
+    check_min("--jobs", jobs)
     total = (len(ABLATIONS) + len(counts)) * len(seed_list)
     with _progress("ablations", total) as rep:
-        rows, count_rows = ablation_sweep(base, seed_list, out, expert_counts=counts, resume=resume,
+        rows, count_rows = ablation_sweep(base, seed_list, out, expert_counts=counts, resume=resume, jobs=jobs,
                                           on_result=lambda message: rep.advance(description=message))
     title = "Ablation: overall average performance (cf. paper Table 6)"
     table = Table(title=title, min_width=len(title))   # keep the title on one line
@@ -163,6 +166,7 @@ def asynchrony(
     subjects: opt.Subjects = None, seq_len: opt.SeqLen = DataSettings.seq_len, stride: opt.Stride = None,
     patience: opt.Patience = TrainSettings.patience, max_folds: opt.MaxFolds = None,
     temporal: opt.Temporal = opt.DEFAULT_TEMPORAL, causal: opt.Causal = HiMoEConfig.causal, jobs: opt.Jobs = 1,
+    face_dir: opt.FaceDir = None,
     out: Annotated[Optional[Path], typer.Option(help="sweep directory (default runs/asynchrony-<dataset>-<time>)")] = None,
     resume: opt.SweepResume = False,
 ) -> None:
@@ -191,7 +195,7 @@ def asynchrony(
         dataset=dataset, data_dir=data_dir, modalities=modalities, protocol=protocol, folds=folds, split=split,
         epochs=epochs, batch_size=batch_size, lr=lr, missing_rate=missing_rate, impl=impl, subjects=subjects,
         seq_len=seq_len, stride=stride, patience=patience, max_folds=max_folds, out=out, temporal=temporal,
-        causal=causal)
+        causal=causal, face_dir=face_dir)
     unknown = sorted(set(lagged_list) - set(base.model.modality_names))
     if unknown:
         fail(f"--lagged names modalities not in use: {', '.join(unknown)}")
@@ -274,6 +278,8 @@ def compare(
     sets = [s.strip() for s in modality_sets.split(";") if s.strip()]
     if not sets:
         fail("--modality-sets: give at least one modality set, e.g. eeg,pps")
+    if face_dir is not None and not any("face" in parse_list(mods, "--modality-sets") for mods in sets):
+        fail("--face-dir is given but --modalities does not include face (in no --modality-sets)")
     out = out or default_out("compare", dataset)
     settings = {}
     for mods in sets:

@@ -216,3 +216,14 @@ def test_run_folder_of_a_run_that_died_before_its_first_checkpoint(world, monkey
     code, _, err = run(["train", "--dataset", "deap", "--data-dir", world / "deap", *SMALL, "--out", out],
                        world, monkeypatch, capsys)
     assert_one_line_error(code, "", err, "already holds a finished run")
+
+
+@pytest.mark.parametrize("command", ["robustness", "ablate", "asynchrony", "compare"])
+def test_sweeps_take_face_dir_and_check_it_like_train(command, world, monkeypatch, capsys):
+    """--face-dir reaches every sweep's run settings: without face among the modalities it is refused."""
+    mods = ["--modality-sets", "eeg,gsr"] if command == "compare" else ["--modalities", "eeg,gsr"]
+    extra = ["--lagged", "gsr"] if command == "asynchrony" else []
+    code, out, err = run([command, "--dataset", "deap", "--data-dir", world / "deap", *mods, *extra,
+                          "--face-dir", world / "deap", "--out", world / f"sweep_{command}"], world, monkeypatch, capsys)
+    assert_one_line_error(code, out, err, "--face-dir is given but --modalities does not include face")
+    assert not (world / f"sweep_{command}").exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -152,46 +153,55 @@ EXPERT_COUNT_COLUMNS = ("experts", "seed", "ccc_mean")
 DEFAULT_EXPERT_COUNTS = (1, 2, 4, 8, 16)
 
 
-def _run_variant(base: RunConfig, run_dir: Path, model_overrides: dict, seed: int, data, resume: bool) -> dict:
-    metrics = read_finished(run_dir) if resume else None
-    if metrics is not None:
-        return metrics
-    rc = replace(base, out=str(run_dir), progress=False, resume=False, model=base.model.replace(**model_overrides),
-                 train=replace(base.train, seed=int(seed)))
-    return run_experiment(rc, data=data)
+def variant_slug(variant: str) -> str:
+    """Folder name of an ablation variant (``"w/o Soft Routing (fixed top-1)"`` -> ``wo_soft_routing_fixed_top-1``)."""
+    return re.sub(r"[^a-z0-9-]+", "_", variant.lower().replace("/", "")).strip("_")
 
 
 def ablation_sweep(base: RunConfig, seeds: Sequence[int], out: str | Path, *, expert_counts: Sequence[int] = (),
-                   resume: bool = False, on_result: Callable[[str], None] | None = None) -> tuple[list[dict], list[dict]]:
+                   resume: bool = False, jobs: int = 1,
+                   on_result: Callable[[str], None] | None = None) -> tuple[list[dict], list[dict]]:
     """Table 6 (full model vs each component removed) and Fig. 4b (emotion-expert count).
 
     Writes ``ablation.csv`` and, when ``expert_counts`` is given, ``expert_count.csv`` and
-    ``expert_count.png`` under ``out``.
+    ``expert_count.png`` under ``out``. ``jobs > 1`` runs that many at once (see :func:`run_grid`).
     """
     from ..plots import plot_expert_count
 
     out = Path(out)
-    data = load_data(base, progress=base.progress)       # bad data fail before anything is written
+    load_data(base, progress=base.progress)              # bad data fail before anything is written
     out.mkdir(parents=True, exist_ok=True)
+
+    def task(key, run_dir: Path, overrides: dict, seed: int):
+        rc = replace(base, out=str(run_dir), progress=False, resume=False, model=base.model.replace(**overrides),
+                     train=replace(base.train, seed=int(seed)))
+        return key, rc, read_finished(run_dir) if resume else None
+
+    tasks = [task(("variant", variant, int(seed)), out / "runs" / f"{variant_slug(variant)}_s{seed}", overrides, seed)
+             for variant, overrides in ABLATIONS.items() for seed in seeds]
+    tasks += [task(("experts", int(L), int(seed)), out / "runs" / f"experts{L}_s{seed}", {"n_emotion_experts": int(L)},
+                   seed) for L in expert_counts for seed in seeds]
+    order = {key: i for i, (key, _, _) in enumerate(tasks)}
     rows: list[dict] = []
-    for variant, overrides in ABLATIONS.items():
-        for seed in seeds:
-            slug = variant.lower().replace("/", "").replace(" ", "_")
-            m = _run_variant(base, out / "runs" / f"{slug}_s{seed}", overrides, seed, data, resume)
-            rows.append({"variant": variant, "seed": int(seed), "ccc_mean": number(m["ccc"]["mean"]),
-                         "pcc_mean": number(m["pcc"]["mean"]), "mae_mean": number(m["mae"]["mean"])})
-            write_rows(out / "ablation.csv", rows, ABLATION_COLUMNS)
-            if on_result is not None:
-                on_result(f"{variant} seed {seed}: CCC {number(m['ccc']['mean']):.3f}")
     count_rows: list[dict] = []
-    for L in expert_counts:
-        for seed in seeds:
-            m = _run_variant(base, out / "runs" / f"experts{L}_s{seed}", {"n_emotion_experts": int(L)}, seed, data,
-                             resume)
-            count_rows.append({"experts": int(L), "seed": int(seed), "ccc_mean": number(m["ccc"]["mean"])})
+
+    def record(key, rc: RunConfig, m: dict) -> None:
+        kind, name, seed = key
+        if kind == "variant":
+            rows.append({"variant": name, "seed": seed, "ccc_mean": number(m["ccc"]["mean"]),
+                         "pcc_mean": number(m["pcc"]["mean"]), "mae_mean": number(m["mae"]["mean"])})
+            rows.sort(key=lambda r: order[("variant", r["variant"], r["seed"])])
+            write_rows(out / "ablation.csv", rows, ABLATION_COLUMNS)
+            message = f"{name} seed {seed}: CCC {number(m['ccc']['mean']):.3f}"
+        else:
+            count_rows.append({"experts": name, "seed": seed, "ccc_mean": number(m["ccc"]["mean"])})
+            count_rows.sort(key=lambda r: order[("experts", r["experts"], r["seed"])])
             write_rows(out / "expert_count.csv", count_rows, EXPERT_COUNT_COLUMNS)
-            if on_result is not None:
-                on_result(f"L={L} seed {seed}: CCC {number(m['ccc']['mean']):.3f}")
+            message = f"L={name} seed {seed}: CCC {number(m['ccc']['mean']):.3f}"
+        if on_result is not None:
+            on_result(message)
+
+    run_grid(tasks, record, jobs=jobs)
     if count_rows:
         plot_expert_count(count_rows, out / "expert_count.png")
     return rows, count_rows
