@@ -74,7 +74,7 @@ def no_autocast(device: torch.device | str):
 
 def triton_available() -> bool:
     try:
-        import triton  # noqa: F401
+        importlib.import_module("triton")
     except Exception:  # pragma: no cover - triton missing on this platform
         return False
     return True
