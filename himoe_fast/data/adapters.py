@@ -65,7 +65,8 @@ class DatasetAdapter(ABC):
         title: how messages and progress name it (``"DEAP"``).
         version: version of this data set's reading/windowing code (part of the cache key; bump
             when the output changes).
-        random_lags: whether per-subject random lags are applied (ignored otherwise).
+        random_lags: whether per-subject random lags are applied (False: ``random_lags`` is ignored
+            and left out of the cache key, as for recordings folders).
 
     Instance attributes set by :meth:`open`:
         files: every input file (``meta["files"]``).
