@@ -23,6 +23,9 @@ folder share one build), ``HIMOE_FAST_NO_EXT=1`` (never build or load),
 ``HIMOE_FAST_EXT_CUDA=0|1`` (leave out / force the CUDA kernels; default: when torch has CUDA and
 nvcc is found), ``HIMOE_FAST_EXT_LOCK_TIMEOUT`` (seconds to wait for another build, default 3600),
 ``HIMOE_FAST_EXT_FAILED`` (set by :func:`prebuild` after a failed build so that workers do not retry).
+Read by the compiled CPU kernels, once per process (tests): ``HIMOE_FAST_NTXENT_TILE`` (default Gram
+tile edge, 256; the module's ``forward_cpu`` / ``backward_cpu`` also take ``tile=``) and
+``HIMOE_FAST_NTXENT_ATEN_GEMM=1`` (the portable GEMM instead of MKL's). csrc/README.md maps the sources.
 """
 
 from __future__ import annotations
