@@ -212,7 +212,7 @@ def _console():
 def _print_bench(result) -> None:
     from rich.table import Table
 
-    from himoe_fast.fast.bench import bank_roofline_pct
+    from himoe_fast.fast.bench import bank_gflops, bank_roofline_pct
 
     n = result.notes
     table = Table(title=f"himoe-fast bench: {result.device}, B={n.get('B')} T={n.get('T')} "
@@ -228,9 +228,7 @@ def _print_bench(result) -> None:
     line = f"torch.mm: {result.gemm_gflops:.1f} GFLOP/s"
     pct = bank_roofline_pct(result)
     if pct is not None:
-        row = result.row("modality_bank")
-        rate = n["modality_bank_gflop"] / (row.fast_ms / 1e3)
-        line += f"; modality_bank fast fwd+bwd: {rate:.1f} GFLOP/s = {pct:.0f}% of torch.mm"
+        line += f"; modality_bank fast fwd+bwd: {bank_gflops(result):.1f} GFLOP/s = {pct:.0f}% of torch.mm"
     if "alignment_fast_backend" in n:
         line += f"; alignment fast = {n['alignment_fast_backend']}"
     console.print(line)

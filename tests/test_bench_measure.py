@@ -104,3 +104,14 @@ def test_bench_rows_small_model_agree_and_json(tmp_path):
     write_json(res, tmp_path / "b.json")
     data = json.loads((tmp_path / "b.json").read_text())
     assert data["device"] == res.device and [r["name"] for r in data["rows"]] == ["modality_bank", "heads"]
+
+
+def test_bank_rate_and_roofline_share():
+    from himoe_fast.fast.bench import BenchResult, Row, bank_gflops, bank_roofline_pct
+
+    res = BenchResult(gemm_gflops=40.0, device="cpu", notes={"modality_bank_gflop": 0.5},
+                      rows=[Row("modality_bank", 100.0, 50.0, 2.0, 0.0, 1.0, 1.0)])
+    assert bank_gflops(res) == pytest.approx(10.0)                 # 0.5 GFLOP in 50 ms
+    assert bank_roofline_pct(res) == pytest.approx(25.0)           # 10 of 40 GFLOP/s
+    res.rows = []
+    assert bank_gflops(res) is None and bank_roofline_pct(res) is None

@@ -43,9 +43,9 @@ def bank_gflops(result: BenchResult) -> float | None:
 
 
 def bank_roofline_pct(result: BenchResult) -> float | None:
-    """Fast modality-bank fwd+bwd GEMM rate as % of the machine's ``torch.mm`` GFLOP/s."""
+    """Fast modality-bank fwd+bwd GEMM rate as % of the machine's ``torch.mm`` GFLOP/s (``None``
+    without that row or roofline)."""
     row = result.row("modality_bank")
-    gflop = result.notes.get("modality_bank_gflop")
-    if row is None or not gflop or not result.gemm_gflops:
+    if bank_gflops(result) is None or not result.gemm_gflops:
         return None
-    return roofline_pct(gflop, row.fast_ms, result.gemm_gflops)
+    return roofline_pct(result.notes["modality_bank_gflop"], row.fast_ms, result.gemm_gflops)
