@@ -25,7 +25,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from .experiment import RunConfig, load_data
-from .sweeps import model_run_config, number, read_finished, run_grid, write_rows
+from .sweeps import RowTable, model_run_config, number, read_finished, run_grid
 
 REGRESSION_METRICS = ("ccc", "pcc", "mae")
 BINARY_METRICS = ("acc", "f1")
@@ -82,20 +82,17 @@ def compare_sweep(settings: Mapping[str, RunConfig], models: Sequence[str], seed
                 run_dir = out / "runs" / slug(name) / f"{model}_s{seed}"
                 tasks.append(((name, model, int(seed)), model_run_config(base, model, run_dir, seed=int(seed)),
                               read_finished(run_dir) if resume else None))
-    order = {key: i for i, (key, _, _) in enumerate(tasks)}
-    rows: list[dict] = []
+    table = RowTable(out / "compare.csv", columns, [key for key, _, _ in tasks])
 
     def record(key, rc: RunConfig, metrics: dict) -> None:
         name, model, seed = key
-        row = {"setting": name, "model": model, "seed": seed,
-               **metrics_row(metrics, metric_names, targets, per_target)}
-        rows.append(row)
-        rows.sort(key=lambda r: order[(r["setting"], r["model"], r["seed"])])
-        write_rows(out / "compare.csv", rows, columns)
+        row = table.add(key, {"setting": name, "model": model, "seed": seed,
+                              **metrics_row(metrics, metric_names, targets, per_target)})
         if on_result is not None:
             on_result(row)
 
     run_grid(tasks, record, jobs=jobs)
+    rows = table.rows
     from ..io import atomic_write_text
 
     atomic_write_text(out / "compare.md", compare_table(rows, list(settings), list(models), metric_names))

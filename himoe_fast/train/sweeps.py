@@ -32,6 +32,26 @@ def write_rows(path: Path, rows: Sequence[dict], columns: Sequence[str]) -> None
     atomic_write_text(path, buf.getvalue())
 
 
+class RowTable:
+    """A sweep's CSV table: rows kept in the order of the sweep's task keys (not in completion order,
+    which differs with ``jobs > 1``) and the file rewritten atomically as each run finishes."""
+
+    def __init__(self, path: Path, columns: Sequence[str], keys: Sequence):
+        self.path, self.columns = Path(path), tuple(columns)
+        self.position = {key: i for i, key in enumerate(keys)}
+        self._rows: list[tuple[int, dict]] = []
+
+    def add(self, key, row: dict) -> dict:
+        self._rows.append((self.position[key], row))
+        self._rows.sort(key=lambda item: item[0])
+        write_rows(self.path, self.rows, self.columns)
+        return row
+
+    @property
+    def rows(self) -> list[dict]:
+        return [row for _, row in self._rows]
+
+
 def number(value) -> float:
     """A metric as a float: metrics.json stores an undefined value (NaN) as null."""
     return float("nan") if value is None else float(value)
@@ -121,21 +141,17 @@ def robustness_sweep(base: RunConfig, models: Sequence[str], rates: Sequence[flo
                 tasks.append(((model, float(rate), int(seed)),
                               model_run_config(base, model, run_dir, missing_rate=float(rate), seed=int(seed)),
                               read_finished(run_dir) if resume else None))
-    order = {key: i for i, (key, _, _) in enumerate(tasks)}
-    rows: list[dict] = []
+    table = RowTable(out / "robustness.csv", ROBUSTNESS_COLUMNS, [key for key, _, _ in tasks])
 
     def record(key, rc: RunConfig, metrics: dict) -> None:
         model, rate, seed = key
-        row = {"model": model, "rate": rate, "seed": seed, "ccc_mean": number(metrics["ccc"]["mean"])}
-        rows.append(row)
-        rows.sort(key=lambda r: order[(r["model"], r["rate"], r["seed"])])
-        write_rows(out / "robustness.csv", rows, ROBUSTNESS_COLUMNS)
+        row = table.add(key, {"model": model, "rate": rate, "seed": seed, "ccc_mean": number(metrics["ccc"]["mean"])})
         if on_result is not None:
             on_result(row)
 
     run_grid(tasks, record, jobs=jobs)
-    plot_robustness(rows, out / "robustness.png")
-    return rows
+    plot_robustness(table.rows, out / "robustness.png")
+    return table.rows
 
 
 #: Table 6 variants: name -> model-config overrides
@@ -181,27 +197,24 @@ def ablation_sweep(base: RunConfig, seeds: Sequence[int], out: str | Path, *, ex
              for variant, overrides in ABLATIONS.items() for seed in seeds]
     tasks += [task(("experts", int(L), int(seed)), out / "runs" / f"experts{L}_s{seed}", {"n_emotion_experts": int(L)},
                    seed) for L in expert_counts for seed in seeds]
-    order = {key: i for i, (key, _, _) in enumerate(tasks)}
-    rows: list[dict] = []
-    count_rows: list[dict] = []
+    keys = [key for key, _, _ in tasks]
+    variants = RowTable(out / "ablation.csv", ABLATION_COLUMNS, [k for k in keys if k[0] == "variant"])
+    counts = RowTable(out / "expert_count.csv", EXPERT_COUNT_COLUMNS, [k for k in keys if k[0] == "experts"])
 
     def record(key, rc: RunConfig, m: dict) -> None:
         kind, name, seed = key
         if kind == "variant":
-            rows.append({"variant": name, "seed": seed, "ccc_mean": number(m["ccc"]["mean"]),
-                         "pcc_mean": number(m["pcc"]["mean"]), "mae_mean": number(m["mae"]["mean"])})
-            rows.sort(key=lambda r: order[("variant", r["variant"], r["seed"])])
-            write_rows(out / "ablation.csv", rows, ABLATION_COLUMNS)
+            variants.add(key, {"variant": name, "seed": seed, "ccc_mean": number(m["ccc"]["mean"]),
+                               "pcc_mean": number(m["pcc"]["mean"]), "mae_mean": number(m["mae"]["mean"])})
             message = f"{name} seed {seed}: CCC {number(m['ccc']['mean']):.3f}"
         else:
-            count_rows.append({"experts": name, "seed": seed, "ccc_mean": number(m["ccc"]["mean"])})
-            count_rows.sort(key=lambda r: order[("experts", r["experts"], r["seed"])])
-            write_rows(out / "expert_count.csv", count_rows, EXPERT_COUNT_COLUMNS)
+            counts.add(key, {"experts": name, "seed": seed, "ccc_mean": number(m["ccc"]["mean"])})
             message = f"L={name} seed {seed}: CCC {number(m['ccc']['mean']):.3f}"
         if on_result is not None:
             on_result(message)
 
     run_grid(tasks, record, jobs=jobs)
+    rows, count_rows = variants.rows, counts.rows
     if count_rows:
         plot_expert_count(count_rows, out / "expert_count.png")
     return rows, count_rows
