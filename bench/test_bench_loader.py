@@ -26,4 +26,5 @@ def test_batch_fetch(benchmark):
     next(it)
     batch = benchmark.pedantic(lambda: next(it), rounds=20, iterations=1)
     assert batch is not None
-    print(f"\nbatch fetch (32 x 8 windows, 7 modalities): median {benchmark.stats.stats.median * 1e3:.1f} ms")
+    if benchmark.stats is not None:                  # None under --benchmark-disable (one untimed call)
+        print(f"\nbatch fetch (32 x 8 windows, 7 modalities): median {benchmark.stats.stats.median * 1e3:.1f} ms")
