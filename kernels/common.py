@@ -63,10 +63,12 @@ def select_kernel(tuned, plain, gpu_config: dict, interp_config: dict):
 def config_pruner(ok, tensor_arg: str, *int_args: str):
     """An ``early_config_prune`` hook keeping the configs with ``ok(config, fp32, *ints)``, where
     ``fp32`` says whether the kernel argument ``tensor_arg`` is an fp32 tensor and ``ints`` are the
-    named integer arguments; the first config if none is left (a launch must have one)."""
+    named integer arguments or constexprs (e.g. a mode); the first config if none is left (a launch
+    must have one)."""
     def prune(configs, nargs, **kwargs):
-        fp32 = getattr(nargs.get(tensor_arg), "dtype", None) == torch.float32
-        ints = [int(nargs[name]) for name in int_args]
+        args = {**nargs, **kwargs}
+        fp32 = getattr(args.get(tensor_arg), "dtype", None) == torch.float32
+        ints = [int(args[name]) for name in int_args]
         return [c for c in configs if ok(c, fp32, *ints)] or configs[:1]
     return prune
 

@@ -294,8 +294,9 @@ def _token_ok(cfg, fp32: bool, d: int) -> bool:
 
 
 def _reduce_ok(cfg, fp32: bool) -> bool:
-    """fp32 operands double the staged tiles: 128 x 128 passes sm_80's shared memory."""
-    return not (fp32 and cfg.kwargs["BLOCK_I"] * cfg.kwargs["BLOCK_J"] > 64 * 128)
+    """No 128 x 128 output tile: in fp32 its staged operands pass sm_80's shared memory, in bf16 its
+    8 warps leave ptxas 128 registers and it spills on sm_80 (bench/aot_check.py --full)."""
+    return cfg.kwargs["BLOCK_I"] * cfg.kwargs["BLOCK_J"] <= 64 * 128
 
 
 #: fixed configs for the interpreter: small tiles, few programs
