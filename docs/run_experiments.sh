@@ -19,9 +19,10 @@ if [ "${FULL:-0}" = 1 ]; then
   ABL_SEEDS=0,1,2,3,4; COUNTS=1,2,4,8,16; DREAMER_SUBJECTS=23
 else
   # SCALE (reduced uniformly, as the captions in EXPERIMENTS.md say): 4 subjects, 10 epochs, the
-  # first 2 of the 10 folds, 2 seeds, 5 missing rates
-  SUBJECTS=4; EPOCHS=10; MAX_FOLDS=2; SEEDS=0,1; RATES=0,0.1,0.2,0.3,0.4
-  ABL_SEEDS=0,1; COUNTS=1,4,16; DREAMER_SUBJECTS=4
+  # first 2 of the 10 folds, 2 seeds, 3 missing rates; each can be set from the environment
+  SUBJECTS="${SUBJECTS:-4}"; EPOCHS="${EPOCHS:-10}"; MAX_FOLDS="${MAX_FOLDS:-2}"; SEEDS="${SEEDS:-0,1}"
+  RATES="${RATES:-0,0.2,0.4}"; ABL_SEEDS="${ABL_SEEDS:-0,1}"; COUNTS="${COUNTS:-1,4,16}"
+  DREAMER_SUBJECTS="${DREAMER_SUBJECTS:-4}"
 fi
 COMMON=(--subjects "$SUBJECTS" --epochs "$EPOCHS" --impl fast)
 KFOLD=(--protocol kfold --folds 10 --split trial --max-folds "$MAX_FOLDS")
