@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -93,6 +94,22 @@ def _grid_task(rc: RunConfig, threads: int) -> dict:
     return run_experiment(rc, data=load_data(rc, progress=False))
 
 
+def _die_with_parent(parent: int) -> None:
+    """In a grid worker: be killed when the sweep process dies (Linux), so that a sweep stopped with
+    ``kill`` leaves no orphan still training; Ctrl-C already reaches the whole process group."""
+    import os
+
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return                                                                  # not Linux: nothing to do
+    if os.getppid() != parent:            # the sweep died while this worker was starting up
+        os._exit(1)
+
+
 def run_grid(tasks: Sequence[tuple], record: Callable[[object, RunConfig, dict], None], jobs: int = 1) -> None:
     """Run ``tasks`` = ``[(key, run_config, finished_metrics_or_None), ...]`` and call
     ``record(key, run_config, metrics)`` as each finishes (in completion order when ``jobs > 1``).
@@ -116,7 +133,8 @@ def run_grid(tasks: Sequence[tuple], record: Callable[[object, RunConfig, dict],
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     threads = max(1, torch.get_num_threads() // jobs)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=mp.get_context("spawn"), initializer=_die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(_grid_task, rc, threads): (key, rc) for key, rc in todo}
         for fut in as_completed(futures):
             key, rc = futures[fut]
