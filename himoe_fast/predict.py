@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import DEAP_FACE_FEATURES, DEAP_MODALITIES, DEAP_SFREQ, DEAP_TARGETS, DREAMER_MODALITIES, DREAMER_TARGETS, HiMoEConfig
+from .config import DEAP_TARGETS, DREAMER_TARGETS, HiMoEConfig
 from .data.errors import DatasetError
 
 
@@ -285,17 +285,6 @@ def detect_dataset(path: Path) -> str:
     return "recordings"
 
 
-def _provided(dataset: str, data_dir: Path) -> dict[str, tuple[int, float | None]]:
-    """modality -> (channels, rate or None when the config decides) the data set can supply."""
-    if dataset == "deap":
-        return {m: (len(v[0]), DEAP_SFREQ) for m, v in DEAP_MODALITIES.items()}
-    if dataset == "dreamer":
-        return {m: (v[0], v[1]) for m, v in DREAMER_MODALITIES.items()}
-    from .data.recordings import scan_recordings
-
-    return {m.name: (m.channels, m.sfreq) for m in scan_recordings(data_dir).modalities}
-
-
 def load_prediction_data(data_dir: str | Path, cfg: HiMoEConfig, *, dataset: str = "auto",
                          stride_s: float | None = None, subjects: int | None = None, resample: bool = False,
                          cache_dir: str | None = None, progress: bool = True,
@@ -322,11 +311,13 @@ def load_prediction_data(data_dir: str | Path, cfg: HiMoEConfig, *, dataset: str
         raise DatasetError(path, "cannot tell the data set (expected a DEAP folder, DREAMER.mat or a recordings folder)")
     if face_dir is not None and dataset != "deap":
         raise DatasetError(Path(face_dir), f"face features are read for DEAP data only, these are {dataset} data")
-    provided = _provided(dataset, path)
-    if face_dir is not None:
-        if not Path(face_dir).is_dir():
-            raise DatasetError(Path(face_dir), "no such face-feature folder")
-        provided["face"] = (DEAP_FACE_FEATURES, None)
+    from .data.prepare import adapter_for
+
+    provided = dict(adapter_for(dataset).provided_modalities(path))
+    if dataset == "deap" and face_dir is None:
+        provided.pop("face", None)            # face features come only from a --face-dir here
+    if face_dir is not None and not Path(face_dir).is_dir():
+        raise DatasetError(Path(face_dir), "no such face-feature folder")
     use, missing = [], []
     for spec in cfg.modalities:
         if spec.name not in provided:
