@@ -178,3 +178,19 @@ def test_synthetic_recordings_folder(tmp_path):
     again = write_synthetic_recordings(tmp_path / "syn2", n_subjects=1, seed=3, n_recordings=4, recording_s=24.0)
     a = mne.io.read_raw(again / "sub-01" / "rec-01" / "eeg_raw.fif", verbose="error").get_data()
     assert np.array_equal(a, eeg.get_data())
+
+
+def test_random_per_subject_lags_equal_the_fixed_lag_of_each_subject(known, tmp_path):
+    """Random lags apply to recordings too: subject s's windows equal a run with its drawn lag fixed."""
+    cfg = recordings_config(known)
+    kw = dict(seq_len=2, cache_dir=tmp_path / "cache", progress=False, filters=NO_FILTERS, normalize="none", clip=None)
+    rand = prepare_windows("recordings", known, cfg, random_lags={"gsr": 3.0}, lag_seed=5, **kw)
+    drawn = [lag["gsr"] for lag in rand.meta["subject_lags"]]
+    assert len(drawn) == 2 and all(0.0 <= v <= 3.0 for v in drawn) and drawn[0] != drawn[1]
+    for s, lag in enumerate(drawn):
+        fixed = prepare_windows("recordings", known, cfg, lags={"gsr": lag}, **kw)
+        a, b = rand.subject == s, fixed.subject == s
+        assert np.array_equal(rand.windows["gsr"][a], fixed.windows["gsr"][b])
+        assert np.array_equal(rand.available[a], fixed.available[b])
+    plain = prepare_windows("recordings", known, cfg, **kw)
+    assert not np.array_equal(rand.windows["gsr"], plain.windows["gsr"])

@@ -488,13 +488,13 @@ def _recording_labels(layout: RecordingsLayout, cfg: HiMoEConfig, subject: str, 
 
 # ------------------------------------------------------------------------------------------ entry
 class RecordingsAdapter(DatasetAdapter):
-    """A recordings folder for :func:`~himoe_fast.data.prepare_windows`. Fixed lags apply; per-subject
-    random lags are not applied to recordings."""
+    """A recordings folder for :func:`~himoe_fast.data.prepare_windows`. Fixed and per-subject random
+    lags apply as for DEAP and DREAMER."""
 
     name = "recordings"
     title = "recordings"
     version = RECORDINGS_VERSION
-    random_lags = False
+    random_lags = True
 
     def __init__(self, layout: RecordingsLayout, subj_names: list[str], strict_rates: bool):
         self.layout, self.subj_names, self.strict_rates = layout, subj_names, strict_rates
