@@ -46,30 +46,32 @@ step() {   # step NAME DONE_FILE CMD...: run CMD unless DONE_FILE exists
 step table2_deap "$OUT/table2_deap/trajectories.png" \
   himoe-fast compare --modality-sets "$PAPER_SETS" --models "$ALL_MODELS" --seeds 0 "${KFOLD[@]}" "${COMMON[@]}" \
   --jobs "$JOBS" --resume --out "$OUT/table2_deap"
+# Table 3 / Fig. 3: missing-rate sweep in the all-modalities setting, paired seeds, all models
+step table3_missing "$OUT/table3_missing/robustness.png" \
+  himoe-fast robustness --modalities "$ALL_SETTING" --models "$ALL_MODELS" --rates "$RATES" --seeds "$SEEDS" \
+  --protocol holdout --subjects "$SUBJECTS" --epochs "$EPOCHS" --impl fast --jobs "$JOBS" --resume \
+  --out "$OUT/table3_missing"
+# Table 6 / Fig. 4b: ablations (both readings of "w/o soft routing") and the emotion-expert count
+step table6_ablate "$OUT/table6_ablate/ablation.csv" \
+  himoe-fast ablate --modalities "$ALL_SETTING" --protocol holdout --seeds "$ABL_SEEDS" --expert-counts "$COUNTS" \
+  --subjects "$SUBJECTS" --epochs "$EPOCHS" --impl fast --temporal none --jobs "$JOBS" --resume \
+  --out "$OUT/table6_ablate"
+
+# Table 5: leave-one-subject-out, all models
+step table5_loso "$OUT/table5_loso/trajectories.png" \
+  himoe-fast compare --protocol loso --modality-sets "$ALL_SETTING" --models "$ALL_MODELS" --seeds 0 "${COMMON[@]}" \
+  --jobs "$JOBS" --resume --out "$OUT/table5_loso"
+# Table 4: binary valence/arousal on EEG+PPS
+step table4_binary "$OUT/table4_binary/trajectories.png" \
+  himoe-fast compare --task binary --modality-sets "eeg,pps" --models "$ALL_MODELS" --seeds 0 "${KFOLD[@]}" \
+  "${COMMON[@]}" --jobs "$JOBS" --resume --out "$OUT/table4_binary"
+# Table 2, DREAMER format (synthetic, 23 subjects written like the real set)
 step dreamer_synth "$OUT/dreamer_data/DREAMER.mat" \
   himoe-fast synth --kind dreamer --subjects 23 --out "$OUT/dreamer_data/DREAMER.mat"
 step table2_dreamer "$OUT/table2_dreamer/trajectories.png" \
   himoe-fast compare --dataset dreamer --data-dir "$OUT/dreamer_data" --modality-sets "eeg,ecg" --models "$ALL_MODELS" \
   --seeds 0 "${KFOLD[@]}" --subjects "$DREAMER_SUBJECTS" --epochs "$EPOCHS" --impl fast \
   --jobs "$JOBS" --resume --out "$OUT/table2_dreamer"
-# Table 3 / Fig. 3: missing-rate sweep in the all-modalities setting, paired seeds, all models
-step table3_missing "$OUT/table3_missing/robustness.png" \
-  himoe-fast robustness --modalities "$ALL_SETTING" --models "$ALL_MODELS" --rates "$RATES" --seeds "$SEEDS" \
-  --protocol holdout --subjects "$SUBJECTS" --epochs "$EPOCHS" --impl fast --jobs "$JOBS" --resume \
-  --out "$OUT/table3_missing"
-# Table 4: binary valence/arousal on EEG+PPS
-step table4_binary "$OUT/table4_binary/trajectories.png" \
-  himoe-fast compare --task binary --modality-sets "eeg,pps" --models "$ALL_MODELS" --seeds 0 "${KFOLD[@]}" \
-  "${COMMON[@]}" --jobs "$JOBS" --resume --out "$OUT/table4_binary"
-# Table 5: leave-one-subject-out, all models
-step table5_loso "$OUT/table5_loso/trajectories.png" \
-  himoe-fast compare --protocol loso --modality-sets "$ALL_SETTING" --models "$ALL_MODELS" --seeds 0 "${COMMON[@]}" \
-  --jobs "$JOBS" --resume --out "$OUT/table5_loso"
-# Table 6 / Fig. 4b: ablations (both readings of "w/o soft routing") and the emotion-expert count
-step table6_ablate "$OUT/table6_ablate/ablation.csv" \
-  himoe-fast ablate --modalities "$ALL_SETTING" --protocol holdout --seeds "$ABL_SEEDS" --expert-counts "$COUNTS" \
-  --subjects "$SUBJECTS" --epochs "$EPOCHS" --impl fast --temporal none --jobs "$JOBS" --resume \
-  --out "$OUT/table6_ablate"
 
 # ---------------------------------------------------------------------------------- earlier sections
 # (7 signal modalities, the paper-literal model pinned with --temporal none where the page says so)
