@@ -16,7 +16,7 @@ import numpy as np
 from himoe_fast.data import make_loader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_data_loader import deap_like  # noqa: E402
+from test_data_batches import deap_like  # noqa: E402
 
 
 def test_batch_fetch(benchmark):
