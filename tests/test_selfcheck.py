@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_cpu_thread")
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
     """A private cache root; the compiled NT-Xent extension stays shared (built once)."""
-    monkeypatch.setenv("HIMOE_FAST_EXT_CACHE", os.environ.get("HIMOE_FAST_EXT_CACHE", str(ext.cache_root())))
+    monkeypatch.setenv("HIMOE_FAST_EXT_CACHE", os.environ.get("HIMOE_FAST_EXT_CACHE", str(ext.ext_cache_dir())))
     monkeypatch.setenv("HIMOE_FAST_CACHE", str(tmp_path))
     return tmp_path
 

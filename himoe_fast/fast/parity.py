@@ -66,7 +66,7 @@ class ParityReport:
         return [c for c in self.checks if not c.ok]
 
 
-def compare(name: str, kind: str, fast: torch.Tensor | None, ref: torch.Tensor | None, atol: float,
+def compare_tensors(name: str, kind: str, fast: torch.Tensor | None, ref: torch.Tensor | None, atol: float,
             rtol: float) -> Check:
     if fast is None or ref is None:
         both = fast is None and ref is None
@@ -139,8 +139,8 @@ def run_parity(cfg: HiMoEConfig, backend: str = "auto", B: int = 2, T: int = 3, 
     report = ParityReport(config=cfg.to_dict(), backend=backend, dtype=dtype, device=str(device))
     for name in ("pred", "modality_gates", "emotion_weights", "fusion_weights", "encoded", "fused",
                  "alignment_loss"):
-        report.checks.append(compare(name, "output", getattr(out_f, name), getattr(out_r, name), f_atol, f_rtol))
-    report.checks.append(compare("loss", "output", loss_f, loss_r, f_atol, f_rtol))
+        report.checks.append(compare_tensors(name, "output", getattr(out_f, name), getattr(out_r, name), f_atol, f_rtol))
+    report.checks.append(compare_tensors("loss", "output", loss_f, loss_r, f_atol, f_rtol))
     for name in grads_r:
-        report.checks.append(compare(name, "grad", grads_f.get(name), grads_r[name], g_atol, g_rtol))
+        report.checks.append(compare_tensors(name, "grad", grads_f.get(name), grads_r[name], g_atol, g_rtol))
     return report

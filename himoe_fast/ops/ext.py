@@ -72,7 +72,7 @@ def csrc_dir() -> Path:
     return Path(csrc.__file__).resolve().parent
 
 
-def cache_root() -> Path:
+def ext_cache_dir() -> Path:
     """``$HIMOE_FAST_EXT_CACHE`` if set, else ``$HIMOE_FAST_CACHE/ext``, else ``~/.cache/himoe-fast/ext``."""
     own = os.environ.get("HIMOE_FAST_EXT_CACHE")
     if own:
@@ -111,7 +111,7 @@ def _config(cuda: bool) -> dict:
     }
     h.update(json.dumps(env, sort_keys=True).encode())
     name = f"himoe_fast_ntxent_{h.hexdigest()[:16]}"
-    return {"name": name, "dir": cache_root() / name, "cflags": cflags, "cuda": cuda, "env": env,
+    return {"name": name, "dir": ext_cache_dir() / name, "cflags": cflags, "cuda": cuda, "env": env,
             "sources": [str(src / f) for f in CPU_SOURCES + (CUDA_SOURCES if cuda else ())]}
 
 
@@ -280,7 +280,7 @@ def build_status(build: bool = True) -> dict:
         "loaded": module is not None,
         "built": built,
         "path": path,
-        "cache_dir": str(cache_root()),
+        "cache_dir": str(ext_cache_dir()),
         "cuda_kernels": bool(module.cuda_kernels()) if module is not None else False,
         "cuda_requested": cuda,
         "disabled": _disabled(),
@@ -302,5 +302,5 @@ def prebuild(verbose: bool = False) -> bool:
     return module is not None
 
 
-__all__ = ["load_extension", "ext_available", "build_status", "prebuild", "supports", "csrc_dir", "cache_root",
+__all__ = ["load_extension", "ext_available", "build_status", "prebuild", "supports", "csrc_dir", "ext_cache_dir",
            "with_cuda"]

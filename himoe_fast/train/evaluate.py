@@ -19,7 +19,7 @@ from ..metrics import aggregate_folds
 from .checkpoint import load_model
 from .distributed import single_process_context
 from .experiment import RunConfig, build_splits, load_data
-from .loop import fold_metrics, predict
+from .loop import fold_metrics, predict_split
 
 
 def natural_key(name: str) -> list:
@@ -65,7 +65,7 @@ def evaluate_checkpoints(path: str | Path, *, missing_rate: float | None = None,
             raise CheckpointError(mp, f"its fold number {fold_index!r} is not a fold of its run")
         fold = splits[fold_index]
         indices = getattr(fold, split)
-        pred, y, m = predict(model, data, np.asarray(indices), ctx, train)
+        pred, y, m = predict_split(model, data, np.asarray(indices), ctx, train)
         per_fold.append(fold_metrics(pred, y, m, cfg))
         names.append(fold.name)
     result = aggregate_folds(per_fold)

@@ -95,7 +95,7 @@ def make_model(cfg: HiMoEConfig, settings: TrainSettings) -> nn.Module:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data, indices: np.ndarray, ctx: DistContext, settings: TrainSettings,
+def predict_split(model: nn.Module, data, indices: np.ndarray, ctx: DistContext, settings: TrainSettings,
             batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scores for the sequences ``indices`` (sharded over ranks, gathered in order).
 
@@ -247,7 +247,7 @@ def train_fold(cfg: HiMoEConfig, settings: TrainSettings, data, split, fold_dir:
             scheduler.step()
             train_loss = float(np.sum(ctx.all_gather_object(running))) / max(1, float(np.sum(ctx.all_gather_object(seen))))
 
-            val_pred, val_y, val_m = predict(model, data, np.asarray(split.val), ctx, settings)
+            val_pred, val_y, val_m = predict_split(model, data, np.asarray(split.val), ctx, settings)
             val_score = (monitor_score(fold_metrics(val_pred, val_y, val_m, cfg), cfg.task)
                          if len(split.val) else -float(train_loss))
             history.append({"epoch": epoch, "train_loss": train_loss, "val_score": val_score,
@@ -277,7 +277,7 @@ def train_fold(cfg: HiMoEConfig, settings: TrainSettings, data, split, fold_dir:
 
     if best_state is not None:
         model.load_state_dict(best_state)
-    test_pred, test_y, test_m = predict(model, data, np.asarray(split.test), ctx, settings)
+    test_pred, test_y, test_m = predict_split(model, data, np.asarray(split.test), ctx, settings)
     metrics = fold_metrics(test_pred, test_y, test_m, cfg) if len(split.test) else {}
     result = FoldResult(name=split.name, metrics=metrics, best_epoch=best_epoch, epochs_run=len(history),
                         seconds=time.perf_counter() - t0, history=history)
