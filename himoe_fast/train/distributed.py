@@ -21,6 +21,7 @@ import pickle
 import shutil
 import socket
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -139,10 +140,36 @@ def _entry(rank: int, fn: Callable[..., Any], world_size: int, use_cuda: bool, t
         # torch passes only the traceback text to the parent; keep the typed error so the parent can
         # report bad input (a damaged checkpoint, say) as such
         (Path(error_dir) / f"rank{rank}.pickle").write_bytes(pickle.dumps(exc))
+        _record_failure(error_dir, rank, exc)
+        raise
+    except BaseException as exc:
+        _record_failure(error_dir, rank, exc)
         raise
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _record_failure(error_dir: str, rank: int, exc: BaseException) -> None:
+    """When and how this rank failed, so the parent can report the *first* failure: the others then
+    fail too (a peer's closed connection), and whichever of them torch notices first is arbitrary."""
+    text = f"{type(exc).__name__}: {exc}".strip().splitlines()
+    (Path(error_dir) / f"rank{rank}.failed").write_text(f"{time.time():.6f}\n{text[0] if text else type(exc).__name__}")
+
+
+def _first_failure(error_dir: str) -> tuple[int, str] | None:
+    """(rank, one-line error) of the rank that failed first, from the ranks' records, or None."""
+    found = []
+    for f in Path(error_dir).glob("rank*.failed"):
+        try:
+            stamp, line = f.read_text().split("\n", 1)
+            found.append((float(stamp), int(f.stem[4:]), line))
+        except (OSError, ValueError):
+            continue
+    if not found:
+        return None
+    _, rank, line = min(found)
+    return rank, line
 
 
 def spawn(fn: Callable[..., Any], world_size: int, use_cuda: bool, args: tuple = ()) -> None:
@@ -166,9 +193,13 @@ def spawn(fn: Callable[..., Any], world_size: int, use_cuda: bool, args: tuple =
         mp.start_processes(_entry, args=(fn, world_size, use_cuda, threads, args, error_dir), nprocs=world_size,
                            join=True, start_method="spawn")
     except mp.ProcessRaisedException as exc:
-        typed = Path(error_dir) / f"rank{exc.error_index}.pickle"
+        first = _first_failure(error_dir)
+        rank = first[0] if first is not None else exc.error_index
+        typed = Path(error_dir) / f"rank{rank}.pickle"
         if typed.exists():
             raise pickle.loads(typed.read_bytes()) from None      # written by our own _entry
+        if first is not None:
+            raise DistributedError(f"rank {rank} failed: {first[1]}") from None
         last = str(exc).strip().splitlines()
         raise DistributedError(f"rank {exc.error_index} failed: {last[-1] if last else exc}") from None
     except mp.ProcessExitedException as exc:
