@@ -45,12 +45,15 @@ over grids pruned per dtype to the configs that fit (:func:`_token_ok`, :func:`_
 
 from __future__ import annotations
 
+import threading
+
 import torch
 import triton
 import triton.language as tl
 
-from .common import (INTERPRET, check_dtypes, check_launchable, config_pruner, contiguous, device_guard,
-                     dot_precision, gelu as _gelu, gelu_grad as _gelu_grad, pow2, select_kernel, sm_count)
+from .common import (INTERPRET, _thread_override, check_dtypes, check_launchable, config_pruner, contiguous,
+                     device_guard, dot_precision, gelu as _gelu, gelu_grad as _gelu_grad, pow2, select_kernel,
+                     sm_count)
 
 ROUTING_IDS = {"soft": 0, "uniform": 1, "top1": 2}
 MAX_D = 256           # whole feature rows live in registers / shared memory
@@ -333,14 +336,22 @@ def _token_kernel(kernel: str, D: int, dtype: torch.dtype):
     return fn, meta
 
 
-#: force the number of token splits of the weight-gradient reductions (tests); None = heuristic
-FORCE_SPLIT: int | None = None
+_SPLITS = threading.local()
+
+
+def token_splits(n: int):
+    """Within the block (this thread), weight-gradient reductions split the tokens ``n`` ways
+    instead of by the heuristic (so the split path runs under the interpreter and on small shapes)."""
+    if int(n) < 1:
+        raise ValueError(f"token splits must be >= 1, got {n}")
+    return _thread_override(_SPLITS, int(n))
 
 
 def _num_splits(n_rows: int, tiles: int, device: torch.device) -> int:
     """Token splits of a weight-gradient reduction: about two programs per SM, >= 256 rows each."""
-    if FORCE_SPLIT is not None:
-        return max(1, min(int(FORCE_SPLIT), n_rows))
+    forced = getattr(_SPLITS, "value", None)
+    if forced is not None:
+        return max(1, min(forced, n_rows))
     if INTERPRET or device.type != "cuda":
         return 1
     want = max(1, (2 * sm_count(device)) // max(1, tiles))

@@ -95,14 +95,17 @@ def test_triton_kernels_match_reference(case, routing):
     _check(bank, x, gz, ga, routing, "triton")
 
 
-def test_triton_split_token_reduction_partials(monkeypatch):
+def test_triton_split_token_reduction_partials():
     """Weight gradients reduced over tokens in several splits (fp32 partials + torch sum)."""
     from himoe_fast.fast.backend import load_kernel_module
 
     kern = load_kernel_module("modality_experts", DEVICE)
-    monkeypatch.setattr(kern, "FORCE_SPLIT", 3)
     bank, x, gz, ga = _setup(2, 37, 40, 72, 3, "some", "soft", seed=1)
-    _check(bank, x, gz, ga, "soft", "triton")
+    assert kern._num_splits(37, 1, torch.device("cpu")) == 1            # the heuristic on CPU
+    with kern.token_splits(3):
+        assert kern._num_splits(37, 1, torch.device("cpu")) == 3
+        _check(bank, x, gz, ga, "soft", "triton")
+    assert kern._num_splits(37, 1, torch.device("cpu")) == 1
 
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])

@@ -99,16 +99,17 @@ def test_torch_backend_save_hidden_parity(mode, save_hidden):
 
 @pytest.mark.parametrize("save_hidden", [False, True])
 @pytest.mark.parametrize("mode", MODES)
-def test_torch_backend_expert_groups(monkeypatch, mode, save_hidden):
+def test_torch_backend_expert_groups(mode, save_hidden):
     """A tiny working-set budget splits the experts into groups (online softmax across groups)."""
     import himoe_fast.fast.router as fr
 
     N, d, h, L, r = 13, 40, 72, 5, 24
-    monkeypatch.setattr(fr, "CHUNK_BYTES", 2 * N * h * 4)         # groups of 2, 2, 1 experts
-    assert [g.stop - g.start for g in fr._chunks(L, N, h, 4)] == [2, 2, 1]
+    assert [g.stop - g.start for g in fr._chunks(L, N, h, 4)] == [5]                 # default: one group
     bank = _bank(d, h, L, r, mode)
     z = torch.randn(N, d, device=DEVICE, requires_grad=True)
-    _compare(bank, z, "torch", save_hidden=save_hidden)
+    with fr.expert_group_bytes(2 * N * h * 4):                                     # groups of 2, 2, 1 experts
+        assert [g.stop - g.start for g in fr._chunks(L, N, h, 4)] == [2, 2, 1]
+        _compare(bank, z, "torch", save_hidden=save_hidden)
 
 
 @pytest.mark.parametrize("mode", MODES)

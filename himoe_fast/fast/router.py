@@ -37,6 +37,10 @@ in backward), which bounds the working set at large N. Saved for backward: z, S,
 
 from __future__ import annotations
 
+import threading
+
+import contextlib
+
 import math
 
 import torch
@@ -61,9 +65,26 @@ __all__ = ["da_router", "da_router_core", "MODES", "BACKENDS"]
 CHUNK_BYTES = 4 << 20
 
 
+_BUDGET = threading.local()
+
+
+@contextlib.contextmanager
+def expert_group_bytes(n: int):
+    """Within the block (this thread), the torch backend's working-set budget is ``n`` bytes instead
+    of :data:`CHUNK_BYTES` (small budgets make small shapes take the grouped, online-softmax path)."""
+    before = getattr(_BUDGET, "value", None)
+    _BUDGET.value = int(n)
+    try:
+        yield
+    finally:
+        _BUDGET.value = before
+
+
 def _chunks(L: int, N: int, h: int, itemsize: int):
-    """Expert groups ``slice``s: all ``L`` at once unless ``[L, N, h]`` exceeds :data:`CHUNK_BYTES`."""
-    step = max(1, min(L, CHUNK_BYTES // max(1, N * h * itemsize)))
+    """Expert groups ``slice``s: all ``L`` at once unless ``[L, N, h]`` exceeds the budget
+    (:data:`CHUNK_BYTES`, or :func:`expert_group_bytes`)."""
+    budget = getattr(_BUDGET, "value", None) or CHUNK_BYTES
+    step = max(1, min(L, budget // max(1, N * h * itemsize)))
     return [slice(l0, min(L, l0 + step)) for l0 in range(0, L, step)]
 
 
