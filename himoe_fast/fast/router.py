@@ -37,11 +37,9 @@ in backward), which bounds the working set at large N. Saved for backward: z, S,
 
 from __future__ import annotations
 
-import threading
-
 import contextlib
-
 import math
+import threading
 
 import torch
 import torch.nn.functional as F
