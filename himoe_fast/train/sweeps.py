@@ -97,8 +97,6 @@ def _grid_task(rc: RunConfig, threads: int) -> dict:
 def _die_with_parent(parent: int) -> None:
     """In a grid worker: be killed when the sweep process dies (Linux), so that a sweep stopped with
     ``kill`` leaves no orphan still training; Ctrl-C already reaches the whole process group."""
-    import os
-
     try:
         import ctypes
         import signal
