@@ -12,7 +12,7 @@ from enum import Enum
 from typing import Iterable
 
 from himoe_fast.baselines import BASELINES
-from himoe_fast.config import PRESETS, ROUTERS, ROUTINGS, TASKS, TEMPORAL_MODES
+from himoe_fast.config import EXPERT_INITS, PRESETS, ROUTERS, ROUTINGS, TASKS, TEMPORAL_MODES
 from himoe_fast.data.prepare import DATASETS as FILE_FORMATS
 from himoe_fast.data.protocols import PROTOCOLS, SPLITS
 from himoe_fast.fast.backend import BACKENDS
@@ -58,6 +58,7 @@ Parallel = _choice("Parallel", ("ddp", "folds"), "--parallel (RunConfig.parallel
 Model = _choice("Model", ("himoe", *BASELINES), "--model")
 Router = _choice("Router", ROUTERS, "--router (DA-router similarity)")
 Routing = _choice("Routing", ROUTINGS, "--routing (modality-bank gate)")
+ExpertInit = _choice("ExpertInit", EXPERT_INITS, "--expert-init (FFN experts' initialisation)")
 Temporal = _choice("Temporal", TEMPORAL_MODES, "--temporal (Hi-MoE temporal stages)")
 Preset = _choice("Preset", PRESETS, "--preset of parity / bench")
 Dtype = _choice("Dtype", ("fp32", "bf16"), "--dtype of parity (bf16: CUDA only)")
@@ -66,5 +67,5 @@ PredictMode = _choice("PredictMode", PREDICT_MODES, "predict --mode")
 Preprocessing = _choice("Preprocessing", PREPROCESSING, "predict --preprocessing (online: as a stream)")
 
 __all__ = ["StrChoice", "plain", "Dataset", "FileFormat", "PredictDataset", "Task", "Protocol", "Split",
-           "EvalSplit", "Impl", "LoadedImpl", "Backend", "Parallel", "Model", "Router", "Routing", "Temporal",
+           "EvalSplit", "Impl", "LoadedImpl", "Backend", "Parallel", "Model", "Router", "Routing", "ExpertInit", "Temporal",
            "Preset", "Dtype", "Device", "PredictMode", "Preprocessing"]

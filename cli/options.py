@@ -66,6 +66,8 @@ Router = Annotated[ch.Router, typer.Option(help="DA-router similarity")]
 Routing = Annotated[ch.Routing, typer.Option(help="modality-bank routing")]
 EmotionBank = Annotated[bool, typer.Option(help="use the Emotion Expert Bank (--no-emotion-bank: ablation)")]
 AlignWeight = Annotated[float, typer.Option(help="lambda of Eq. 8 (0 = no alignment)")]
+ExpertInit = Annotated[ch.ExpertInit, typer.Option(
+    help="FFN experts' init (ours; the paper states none): scaled keeps the token spread, torch is nn.Linear's")]
 Temporal = Annotated[ch.Temporal, typer.Option(help="Hi-MoE temporal stages (ours): none is the paper-literal model")]
 Causal = Annotated[bool, typer.Option(help="temporal stages see only past windows (streaming)")]
 

@@ -42,7 +42,8 @@ def build_run_config(*, out, dataset=DataSettings.dataset, data_dir=None, modali
                      emotion_bank=HiMoEConfig.emotion_bank, align_weight=HiMoEConfig.align_weight,
                      seq_len=DataSettings.seq_len, window=HiMoEConfig.window_s, stride=None, lag=None,
                      patience=TrainSettings.patience, max_folds=None, model=TrainSettings.model_name, progress=True,
-                     announce=True, temporal=DEFAULT_TEMPORAL, causal=HiMoEConfig.causal, face_dir=None) -> RunConfig:
+                     announce=True, temporal=DEFAULT_TEMPORAL, causal=HiMoEConfig.causal, face_dir=None,
+                     expert_init=HiMoEConfig.expert_init) -> RunConfig:
     """Check the flags (one-line errors, exit 2) and build a :class:`RunConfig`. Writes nothing.
 
     Choice flags arrive as :mod:`.choices` members or plain strings; the config holds plain strings.
@@ -51,8 +52,9 @@ def build_run_config(*, out, dataset=DataSettings.dataset, data_dir=None, modali
     """
     from himoe_fast.train.distributed import check_gpus
 
-    dataset, task, protocol, split, impl, backend, parallel, router, routing, model, temporal = map(
-        plain, (dataset, task, protocol, split, impl, backend, parallel, router, routing, model, temporal))
+    dataset, task, protocol, split, impl, backend, parallel, router, routing, model, temporal, expert_init = map(
+        plain, (dataset, task, protocol, split, impl, backend, parallel, router, routing, model, temporal,
+                expert_init))
     check_range("--missing-rate", missing_rate, 0.0, 1.0, hi_open=True)
     for flag, value in (("--epochs", epochs), ("--batch-size", batch_size), ("--seq-len", seq_len),
                         ("--subjects", subjects), ("--patience", patience), ("--max-folds", max_folds)):
@@ -102,7 +104,8 @@ def build_run_config(*, out, dataset=DataSettings.dataset, data_dir=None, modali
 
     mods = parse_list(modalities, "--modalities")
     overrides = dict(router=router, routing=routing, emotion_bank=emotion_bank, align_weight=align_weight,
-                     task=task, window_s=window, temporal=temporal, causal=causal)
+                     task=task, window_s=window, temporal=temporal, causal=causal,
+                     expert_init=expert_init)
     try:
         if dataset == "dreamer":
             cfg = HiMoEConfig.dreamer(**({"modalities": mods} if mods else {}), **overrides)

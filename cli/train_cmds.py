@@ -39,6 +39,7 @@ def train(
     stride: opt.Stride = None, lag: opt.Lag = None, patience: opt.Patience = TrainSettings.patience,
     max_folds: opt.MaxFolds = None, model: opt.Model = ch.Model(TrainSettings.model_name),
     temporal: opt.Temporal = opt.DEFAULT_TEMPORAL, causal: opt.Causal = HiMoEConfig.causal,
+    expert_init: opt.ExpertInit = ch.ExpertInit(HiMoEConfig.expert_init),
     out: Annotated[Optional[Path], typer.Option(help="run directory (default runs/train-<dataset>-<time>)")] = None,
     resume: Annotated[bool, typer.Option(help="continue the run in --out from its checkpoints")] = False,
     progress: Annotated[bool, typer.Option(help="live progress display")] = True,
@@ -74,7 +75,8 @@ def train(
             parallel=parallel, subjects=subjects, seed=seed, router=router, routing=routing,
             emotion_bank=emotion_bank, align_weight=align_weight, seq_len=seq_len, window=window,
             stride=stride, lag=lag, patience=patience, max_folds=max_folds, model=model, out=out,
-            progress=progress, temporal=temporal, causal=causal, face_dir=face_dir)
+            progress=progress, temporal=temporal, causal=causal, face_dir=face_dir,
+            expert_init=expert_init)
     if callback:
         rc = replace(rc, callbacks=tuple(callback))
     metrics = run_experiment(rc)

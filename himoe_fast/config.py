@@ -18,6 +18,7 @@ ENCODER_KINDS = ("eeg", "signal", "features")
 ROUTERS = ("dot", "cosine", "diff")
 ROUTINGS = ("soft", "uniform", "top1", "top1_st")
 TASKS = ("regression", "binary")
+EXPERT_INITS = ("scaled", "torch")  # FFN experts' initialisation (himoe_fast.model.experts.init_expert_ffn_)
 TEMPORAL_MODES = ("none", "align", "align+context")   # see himoe_fast.model.temporal
 
 # --------------------------------------------------------------------------------------------------
@@ -124,6 +125,7 @@ class HiMoEConfig:
     fuse_dim: int = 0                    # width of the Fuse attention (0 = d_model)
     lam_init: float = 0.2                # differential router lambda_init
     cosine_scale_init: float = 10.0      # learnable scale s of the cosine router
+    expert_init: str = "scaled"          # FFN experts' init: scaled | torch (see model.experts.init_expert_ffn_)
     label_range: tuple[float, float] = (1.0, 9.0)   # rating scale (DEAP 1-9, DREAMER 1-5)
     threshold: float = 5.0               # binary task: high = label >= threshold
     dropout: float = 0.1                 # encoder dropout (train mode only)
@@ -156,6 +158,8 @@ class HiMoEConfig:
             raise ValueError(f"temporal must be one of {TEMPORAL_MODES}, got {self.temporal!r}")
         if int(self.max_shift) < 0:
             raise ValueError(f"max_shift must be >= 0, got {self.max_shift}")
+        if self.expert_init not in EXPERT_INITS:
+            raise ValueError(f"expert_init must be one of {EXPERT_INITS}, got {self.expert_init!r}")
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if not self.targets:
@@ -213,6 +217,8 @@ class HiMoEConfig:
     def from_dict(cls, d: dict[str, Any]) -> "HiMoEConfig":
         d = dict(d)
         d["modalities"] = [ModalitySpec(**m) for m in d.get("modalities", [])]
+        # configs written before the field existed trained with nn.Linear's init: keep their runs exact
+        d.setdefault("expert_init", "torch")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

@@ -297,3 +297,36 @@ def test_parity_helper_randomises_zero_initialised_parameters():
 
     model = randomize_zero_parameters(HiMoE(micro_config()))
     assert model.fuse.score.weight.abs().sum() > 0
+
+
+@pytest.mark.parametrize("bank_name", ["modality_bank", "emotion_bank"])
+def test_scaled_expert_init_keeps_the_token_spread_and_torch_init_shrinks_it(bank_name):
+    """One FFN expert ``W2 gelu(W1 x + b1) + b2`` on unit-variance tokens: with the scaled init
+    (He for W1, 1/h for W2, zero biases) the output's std stays near the input's; with nn.Linear's
+    init it shrinks several-fold and the biases add an offset (the cause of Hi-MoE's stalled binary
+    training, model/experts.py)."""
+    torch.manual_seed(0)
+    x = torch.randn(4096, 128)
+    spreads = {}
+    for scheme in ("scaled", "torch"):
+        cfg = HiMoEConfig.deap(modalities=("eeg", "gsr"), expert_init=scheme)
+        bank = getattr(HiMoE(cfg), bank_name)
+        w1, w2 = (w.reshape(-1, *w.shape[-2:]) for w in (bank.w1, bank.w2))     # [experts, in, out]
+        b1, b2 = (b.reshape(-1, b.shape[-1]) for b in (bank.b1, bank.b2))        # [experts, out]
+        outs = [expert_ffn(x, w1[i], b1[i], w2[i], b2[i]) for i in range(w1.shape[0])]
+        spreads[scheme] = float(torch.stack([o.std(0).mean() for o in outs]).mean())
+        if scheme == "scaled":
+            assert float(b1.abs().max()) == 0.0 and float(b2.abs().max()) == 0.0
+    assert 0.8 < spreads["scaled"] < 1.2, spreads
+    assert spreads["torch"] < 0.35, spreads
+
+
+def test_expert_init_defaults_to_scaled_and_old_configs_keep_torch_init():
+    cfg = HiMoEConfig.deap(modalities=("eeg",))
+    assert cfg.expert_init == "scaled"
+    old = cfg.to_dict()
+    del old["expert_init"]                       # a config.json written before the field existed
+    assert HiMoEConfig.from_dict(old).expert_init == "torch"
+    assert HiMoEConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="expert_init"):
+        HiMoEConfig.deap(modalities=("eeg",), expert_init="xavier")

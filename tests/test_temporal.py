@@ -176,12 +176,14 @@ def test_fast_path_parity_for_every_temporal_variant(temporal, causal, backend):
 
 
 def test_temporal_none_reproduces_the_stored_paper_literal_run(tmp_path):
-    """A small run made before the temporal stages existed; ``--temporal none`` gives its numbers."""
+    """A small run made before the temporal stages and the scaled expert init existed; ``--temporal none
+    --expert-init torch`` gives its numbers."""
     from test_train_cli import run_cli
 
     stored = json.loads((Path(__file__).parent / "data" / "paper_literal_small_run.json").read_text())
     out = tmp_path / "run"
-    res = run_cli(["train", *stored["args"], "--temporal", "none", "--no-progress", "--out", out],
+    res = run_cli(["train", *stored["args"], "--temporal", "none", "--expert-init", "torch", "--no-progress",
+                   "--out", out],
                   tmp_path / "cache")
     assert res.returncode == 0, res.stderr
     got = json.loads((out / "metrics.json").read_text())
@@ -191,6 +193,7 @@ def test_temporal_none_reproduces_the_stored_paper_literal_run(tmp_path):
     # and the run's outputs say which model it was
     config = json.loads((out / "config.json").read_text())
     assert config["model"]["temporal"] == "none"
+    assert config["model"]["expert_init"] == "torch"
     assert np.isfinite(got["ccc"]["mean"])
 
 

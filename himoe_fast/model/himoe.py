@@ -97,11 +97,11 @@ class HiMoE(nn.Module):
         d = cfg.d_model
         self.encoders = build_encoders(cfg.modalities, cfg.window_s, d, cfg.dropout)
         self.modality_bank = ModalityExpertBank(cfg.n_modalities, d, cfg.n_modality_experts,
-                                                cfg.expert_hidden, cfg.routing)
+                                                cfg.expert_hidden, cfg.routing, cfg.expert_init)
         self.fuse = AttentionFuse(d, cfg.fuse_dim)
         self.emotion_bank = (
             EmotionExpertBank(d, cfg.n_emotion_experts, cfg.expert_hidden, cfg.router_dim, cfg.router,
-                              cfg.lam_init, cfg.cosine_scale_init)
+                              cfg.lam_init, cfg.cosine_scale_init, cfg.expert_init)
             if cfg.emotion_bank else None
         )
         init_bias = sum(cfg.label_range) / 2 if cfg.task == "regression" else 0.0

@@ -25,7 +25,7 @@ import math
 import torch
 from torch import nn
 
-from .experts import expert_ffn, init_stacked_linear_
+from .experts import expert_ffn, init_expert_ffn_, init_stacked_linear_
 
 COSINE_EPS = 1e-6
 
@@ -48,7 +48,7 @@ class EmotionExpertBank(nn.Module):
     """``L`` FFN emotion experts mixed by the DA-router. ``z: [B, T, d] -> (e [B, T, d], beta [B, T, L])``."""
 
     def __init__(self, d_model: int, n_experts: int, hidden: int, router_dim: int, router: str = "dot",
-                 lam_init: float = 0.2, cosine_scale_init: float = 10.0):
+                 lam_init: float = 0.2, cosine_scale_init: float = 10.0, expert_init: str = "scaled"):
         super().__init__()
         L, d, h, r = n_experts, d_model, hidden, router_dim
         self.router = router
@@ -57,8 +57,7 @@ class EmotionExpertBank(nn.Module):
         self.b1 = nn.Parameter(torch.empty(L, h))
         self.w2 = nn.Parameter(torch.empty(L, h, d))
         self.b2 = nn.Parameter(torch.empty(L, d))
-        init_stacked_linear_(self.w1, self.b1, d)
-        init_stacked_linear_(self.w2, self.b2, h)
+        init_expert_ffn_(self.w1, self.b1, self.w2, self.b2, expert_init)
         pairs = 2 if router == "diff" else 1
         self.wq = nn.Parameter(torch.empty(pairs, d, r))
         self.wk = nn.Parameter(torch.empty(pairs, d, r))
