@@ -211,7 +211,10 @@ def test_default_impl_is_fast_after_the_self_check(tmp_path, cache_dir):
 def test_impl_fast_trains_to_the_same_metrics_as_reference(trained_run, tmp_path, cache_dir):
     """Same seed, same data: the fast swap-in follows the reference's training trajectory.
 
-    Paper-literal model: to 2e-3. Default model (temporal stages): to 2e-2, because Adam turns the
+    Paper-literal model: CCC to 5e-3, MAE to 0.5 % (measured after 2 epochs: 0.0025 and 0.3 %; after
+    1 epoch 0.0009 and 0.15 %: the trajectories drift apart step by step from rounding-level
+    differences, more since the scaled expert init lets the model learn in the first epoch; a wrong
+    kernel is off by far more, and one step agrees to 1e-6 in the parity tests). Default model (temporal stages): to 2e-2, because Adam turns the
     rounding-level gradient differences of parameters whose true gradient is near zero (the lag
     aligner's shift logits, which also learn at 10x) into steps of +-lr, so the two trajectories drift
     apart faster; one step agrees to 1e-6 (tests/test_temporal.py, ``himoe-fast bench``)."""
@@ -224,8 +227,9 @@ def test_impl_fast_trains_to_the_same_metrics_as_reference(trained_run, tmp_path
         runs[name] = json.loads((tmp_path / name / "metrics.json").read_text())
     ref = json.loads((trained_run / "metrics.json").read_text())    # default model, reference path
     for key in ("ccc", "mae"):
-        assert runs["fast_none"][key]["mean"] == pytest.approx(runs["ref_none"][key]["mean"], abs=2e-3)
         assert runs["fast"][key]["mean"] == pytest.approx(ref[key]["mean"], abs=2e-2)
+    assert runs["fast_none"]["ccc"]["mean"] == pytest.approx(runs["ref_none"]["ccc"]["mean"], abs=5e-3)
+    assert runs["fast_none"]["mae"]["mean"] == pytest.approx(runs["ref_none"]["mae"]["mean"], rel=5e-3)
 
 
 @pytest.mark.parametrize("model", ["late_fusion", "bilstm", "tacoformer", "ianet"])
