@@ -49,6 +49,7 @@ def robustness(
     seq_len: opt.SeqLen = DataSettings.seq_len, stride: opt.Stride = None,
     patience: opt.Patience = TrainSettings.patience, max_folds: opt.MaxFolds = None,
     temporal: opt.Temporal = opt.DEFAULT_TEMPORAL, causal: opt.Causal = HiMoEConfig.causal, jobs: opt.Jobs = 1,
+    expert_init: opt.ExpertInit = ch.ExpertInit(HiMoEConfig.expert_init),
     face_dir: opt.FaceDir = None,
     out: Annotated[Optional[Path], typer.Option(help="sweep directory (default runs/robustness-<dataset>-<time>)")] = None,
     resume: opt.SweepResume = False,
@@ -72,7 +73,7 @@ def robustness(
         dataset=dataset, data_dir=data_dir, modalities=modalities, protocol=protocol, folds=folds, split=split,
         epochs=epochs, batch_size=batch_size, lr=lr, missing_per_step=missing_per_step, impl=impl, gpus=gpus,
         procs=procs, subjects=subjects, seq_len=seq_len, stride=stride, patience=patience, max_folds=max_folds,
-        out=out, temporal=temporal, causal=causal, face_dir=face_dir)
+        out=out, temporal=temporal, causal=causal, face_dir=face_dir, expert_init=expert_init)
     total = len(model_list) * len(rate_list) * len(seed_list)
     with _progress("robustness sweep", total) as rep:
         rows = robustness_sweep(base, model_list, rate_list, seed_list, out, resume=resume, jobs=jobs,
@@ -104,6 +105,7 @@ def ablate(
     procs: opt.Procs = RunConfig.procs, subjects: opt.Subjects = None, seq_len: opt.SeqLen = DataSettings.seq_len,
     stride: opt.Stride = None, patience: opt.Patience = TrainSettings.patience, max_folds: opt.MaxFolds = None,
     temporal: opt.Temporal = opt.DEFAULT_TEMPORAL, causal: opt.Causal = HiMoEConfig.causal, jobs: opt.Jobs = 1,
+    expert_init: opt.ExpertInit = ch.ExpertInit(HiMoEConfig.expert_init),
     face_dir: opt.FaceDir = None,
     out: Annotated[Optional[Path], typer.Option(help="sweep directory (default runs/ablate-<dataset>-<time>)")] = None,
     resume: opt.SweepResume = False,
@@ -124,7 +126,7 @@ def ablate(
         dataset=dataset, data_dir=data_dir, modalities=modalities, protocol=protocol, folds=folds, split=split,
         epochs=epochs, batch_size=batch_size, lr=lr, missing_rate=missing_rate, impl=impl, procs=procs,
         subjects=subjects, seq_len=seq_len, stride=stride, patience=patience, max_folds=max_folds, out=out,
-        temporal=temporal, causal=causal, face_dir=face_dir)
+        temporal=temporal, causal=causal, face_dir=face_dir, expert_init=expert_init)
     check_min("--jobs", jobs)
     total = (len(ABLATIONS) + len(counts)) * len(seed_list)
     with _progress("ablations", total) as rep:
@@ -166,6 +168,7 @@ def asynchrony(
     subjects: opt.Subjects = None, seq_len: opt.SeqLen = DataSettings.seq_len, stride: opt.Stride = None,
     patience: opt.Patience = TrainSettings.patience, max_folds: opt.MaxFolds = None,
     temporal: opt.Temporal = opt.DEFAULT_TEMPORAL, causal: opt.Causal = HiMoEConfig.causal, jobs: opt.Jobs = 1,
+    expert_init: opt.ExpertInit = ch.ExpertInit(HiMoEConfig.expert_init),
     face_dir: opt.FaceDir = None,
     out: Annotated[Optional[Path], typer.Option(help="sweep directory (default runs/asynchrony-<dataset>-<time>)")] = None,
     resume: opt.SweepResume = False,
@@ -195,7 +198,7 @@ def asynchrony(
         dataset=dataset, data_dir=data_dir, modalities=modalities, protocol=protocol, folds=folds, split=split,
         epochs=epochs, batch_size=batch_size, lr=lr, missing_rate=missing_rate, impl=impl, subjects=subjects,
         seq_len=seq_len, stride=stride, patience=patience, max_folds=max_folds, out=out, temporal=temporal,
-        causal=causal, face_dir=face_dir)
+        causal=causal, face_dir=face_dir, expert_init=expert_init)
     unknown = sorted(set(lagged_list) - set(base.model.modality_names))
     if unknown:
         fail(f"--lagged names modalities not in use: {', '.join(unknown)}")
@@ -263,6 +266,7 @@ def compare(
     subjects: opt.Subjects = None, seq_len: opt.SeqLen = DataSettings.seq_len, stride: opt.Stride = None,
     patience: opt.Patience = TrainSettings.patience, max_folds: opt.MaxFolds = None,
     temporal: opt.Temporal = opt.DEFAULT_TEMPORAL, causal: opt.Causal = HiMoEConfig.causal, jobs: opt.Jobs = 1,
+    expert_init: opt.ExpertInit = ch.ExpertInit(HiMoEConfig.expert_init),
     out: Annotated[Optional[Path], typer.Option(help="sweep directory (default runs/compare-<dataset>-<time>)")] = None,
     resume: opt.SweepResume = False,
 ) -> None:
@@ -291,7 +295,7 @@ def compare(
             dataset=dataset, data_dir=data_dir, modalities=mods, task=task, protocol=protocol, folds=folds,
             split=split, epochs=epochs, batch_size=batch_size, lr=lr, missing_rate=missing_rate, impl=impl,
             subjects=subjects, seq_len=seq_len, stride=stride, patience=patience, max_folds=max_folds, out=out,
-            temporal=temporal, causal=causal, face_dir=face_dir if "face" in mods else None,
+            temporal=temporal, causal=causal, face_dir=face_dir if "face" in mods else None, expert_init=expert_init,
             announce=len(settings) == 0)
     total = len(settings) * len(model_list) * len(seed_list)
     metric = "acc" if ch.plain(task) == "binary" else "ccc"

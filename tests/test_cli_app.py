@@ -65,6 +65,8 @@ def test_train_help_keeps_the_flags_of_the_contract():
     (["train", "--backend"], "--backend", "himoe_fast.fast.backend:BACKENDS"),
     (["train", "--impl"], "--impl", "himoe_fast.fast.selfcheck:IMPLS"),
     (["train", "--model"], "--model", "himoe_fast.baselines:BASELINES"),
+    (["train", "--expert-init"], "--expert-init", "himoe_fast.config:EXPERT_INITS"),
+    (["compare", "--expert-init"], "--expert-init", "himoe_fast.config:EXPERT_INITS"),
     (["parity", "--preset"], "--preset", "himoe_fast.config:PRESETS"),
     (["synth", "--kind"], "--kind", "himoe_fast.data.prepare:DATASETS"),
     (["predict", "m.pt", "data", "--out", "o", "--mode"], "--mode", "himoe_fast.predict:MODES"),
@@ -89,10 +91,13 @@ def test_a_choice_reaches_the_library_as_a_plain_string(tmp_path):
     from himoe_fast.cli.run_config import build_run_config
 
     rc = build_run_config(out=tmp_path / "run", dataset=ch.Dataset.synthetic, router=ch.Router.cosine,
-                          split=ch.Split.window, temporal=ch.Temporal("align"), announce=False)
-    for value in (rc.model.router, rc.protocol.split, rc.model.temporal, rc.data.dataset, rc.train.impl):
+                          split=ch.Split.window, temporal=ch.Temporal("align"), announce=False,
+                          expert_init=ch.ExpertInit.torch)
+    for value in (rc.model.router, rc.protocol.split, rc.model.temporal, rc.data.dataset, rc.train.impl,
+                  rc.model.expert_init):
         assert type(value) is str
-    assert (rc.model.router, rc.protocol.split, rc.model.temporal) == ("cosine", "window", "align")
+    assert (rc.model.router, rc.protocol.split, rc.model.temporal, rc.model.expert_init) == (
+        "cosine", "window", "align", "torch")
 
 
 class _Raise:

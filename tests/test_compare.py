@@ -61,8 +61,10 @@ def test_compare_cli_runs_a_small_grid_and_refuses_bad_sets(tmp_path):
     small = ["--subjects", "2", "--seq-len", "4", "--stride", "4", "--epochs", "1", "--protocol", "holdout",
              "--impl", "reference"]
     res = run_cli(["compare", "--modality-sets", "eeg,gsr", "--models", "himoe,bilstm", *small,
-                   "--out", tmp_path / "c"], cache)
+                   "--expert-init", "torch", "--out", tmp_path / "c"], cache)
     assert res.returncode == 0, res.stderr
+    configs = [json.loads(p.read_text()) for p in sorted((tmp_path / "c").rglob("config.json"))]
+    assert len(configs) == 2 and {c["model"]["expert_init"] for c in configs} == {"torch"}
     rows = list(csv.DictReader(open(tmp_path / "c" / "compare.csv")))
     assert [(r["setting"], r["model"]) for r in rows] == [("EEG+GSR", "himoe"), ("EEG+GSR", "bilstm")]
     assert "| EEG+GSR | bilstm | 1 |" in (tmp_path / "c" / "compare.md").read_text()
