@@ -23,6 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
+from himoe_fast.fast.backend import thread_override
+
 INTERPRET = bool(triton.knobs.runtime.interpret) if hasattr(triton, "knobs") else \
     os.environ.get("TRITON_INTERPRET", "0") == "1"
 AUTOTUNE = not INTERPRET and os.environ.get("HIMOE_FAST_AUTOTUNE", "1").strip() != "0"
@@ -35,20 +37,9 @@ def autotune_enabled() -> bool:
     return AUTOTUNE and not getattr(_FIXED, "value", None)
 
 
-@contextlib.contextmanager
-def _thread_override(local: threading.local, value):
-    """Set ``local.value`` for the duration of the block (this thread only), then restore it."""
-    before = getattr(local, "value", None)
-    local.value = value
-    try:
-        yield
-    finally:
-        local.value = before
-
-
 def fixed_configs():
     """Launch every kernel with its fixed GPU config inside this block (self-check, cache warm-up)."""
-    return _thread_override(_FIXED, True)
+    return thread_override(_FIXED, True)
 
 
 def select_kernel(tuned, plain, gpu_config: dict, interp_config: dict):
@@ -90,7 +81,7 @@ def fp32_dot(precision: str):
     ``"ieee"``, as DESIGN.md's fp32 parity mode asks, whatever ``HIMOE_FAST_FP32_DOT`` says."""
     if precision not in FP32_DOTS:
         raise ValueError(f"fp32 dot precision must be one of {FP32_DOTS}, got {precision!r}")
-    return _thread_override(_DOT_OVERRIDE, precision)
+    return thread_override(_DOT_OVERRIDE, precision)
 
 
 def dot_precision(dtype: torch.dtype) -> str:

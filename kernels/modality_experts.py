@@ -51,7 +51,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (INTERPRET, _thread_override, check_dtypes, check_launchable, config_pruner, contiguous,
+from .common import (INTERPRET, thread_override, check_dtypes, check_launchable, config_pruner, contiguous,
                      device_guard, dot_precision, gelu as _gelu, gelu_grad as _gelu_grad, pow2, select_kernel,
                      sm_count)
 
@@ -344,7 +344,7 @@ def token_splits(n: int):
     instead of by the heuristic (so the split path runs under the interpreter and on small shapes)."""
     if int(n) < 1:
         raise ValueError(f"token splits must be >= 1, got {n}")
-    return _thread_override(_SPLITS, int(n))
+    return thread_override(_SPLITS, int(n))
 
 
 def _num_splits(n_rows: int, tiles: int, device: torch.device) -> int:

@@ -12,10 +12,25 @@ import contextlib
 import importlib
 import os
 import sys
+import threading
 
 import torch
 
 BACKENDS = ("auto", "triton", "torch")
+
+
+@contextlib.contextmanager
+def thread_override(local: threading.local, value):
+    """Set ``local.value`` for the duration of the block (this thread only), then restore it: the one
+    mechanism behind the fast path's scoped switches (``token_splits``, ``expert_group_bytes``,
+    ``fixed_configs``, the fp32 dot precision). Lives here, not in the kernels, so that the torch
+    backend can use it without importing Triton."""
+    before = getattr(local, "value", None)
+    local.value = value
+    try:
+        yield
+    finally:
+        local.value = before
 
 
 def check_backend(backend: str) -> str:

@@ -37,7 +37,6 @@ in backward), which bounds the working set at large N. Saved for backward: z, S,
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 
@@ -46,7 +45,7 @@ import torch.nn.functional as F
 
 from himoe_fast.model.router import COSINE_EPS
 
-from .backend import load_kernel_module, no_autocast, resolve, unify_dtypes
+from .backend import load_kernel_module, no_autocast, resolve, thread_override, unify_dtypes
 
 MODES = ("dot", "cosine", "diff")
 BACKENDS = ("auto", "torch", "triton")
@@ -66,16 +65,10 @@ CHUNK_BYTES = 4 << 20
 _BUDGET = threading.local()
 
 
-@contextlib.contextmanager
 def expert_group_bytes(n: int):
     """Within the block (this thread), the torch backend's working-set budget is ``n`` bytes instead
     of :data:`CHUNK_BYTES` (small budgets make small shapes take the grouped, online-softmax path)."""
-    before = getattr(_BUDGET, "value", None)
-    _BUDGET.value = int(n)
-    try:
-        yield
-    finally:
-        _BUDGET.value = before
+    return thread_override(_BUDGET, int(n))
 
 
 def _chunks(L: int, N: int, h: int, itemsize: int):
