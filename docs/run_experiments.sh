@@ -75,18 +75,19 @@ step table2_dreamer "$OUT/table2_dreamer/trajectories.png" \
 
 # ---------------------------------------------------------------------------------- earlier sections
 # The first round's sections of EXPERIMENTS.md: all 7 DEAP signal modalities (no face, no PPS
-# grouping), Hi-MoE alone on most rows, the paper-literal model pinned with --temporal none
+# grouping), Hi-MoE alone on most rows, the paper-literal model pinned with --temporal none. They were
+# made before the scaled expert init (README "Expert initialisation"): --expert-init torch reproduces them.
 PAPER=(--temporal none)
-OLD=(--subjects 4 --epochs 10)
+OLD=(--subjects 4 --epochs 10 --expert-init torch)
 step kfold_trial  "$OUT/kfold_trial/metrics.json" himoe-fast train "${OLD[@]}" --protocol kfold --folds 10 --split trial --impl fast --no-progress "${PAPER[@]}" --out "$OUT/kfold_trial"
 step kfold_window "$OUT/kfold_window/metrics.json" himoe-fast train "${OLD[@]}" --protocol kfold --folds 10 --split window --impl fast --no-progress "${PAPER[@]}" --out "$OUT/kfold_window"
 step plots        "$OUT/kfold_trial/routing_heatmap.png" himoe-fast plots "$OUT/kfold_trial" --missing-rate 0.3
 step loso         "$OUT/loso/metrics.json" himoe-fast train "${OLD[@]}" --protocol loso --impl fast --no-progress "${PAPER[@]}" --out "$OUT/loso"
 step binary       "$OUT/binary/metrics.json" himoe-fast train "${OLD[@]}" --protocol holdout --task binary --impl fast --no-progress "${PAPER[@]}" --out "$OUT/binary"
-step dreamer      "$OUT/dreamer/metrics.json" himoe-fast train --dataset dreamer --data-dir "$OUT/dreamer_data" --epochs 40 --protocol holdout --impl fast --no-progress "${PAPER[@]}" --out "$OUT/dreamer"
+step dreamer      "$OUT/dreamer/metrics.json" himoe-fast train --dataset dreamer --data-dir "$OUT/dreamer_data" --epochs 40 --protocol holdout --impl fast --no-progress "${PAPER[@]}" --expert-init torch --out "$OUT/dreamer"
 step ablate       "$OUT/ablate/expert_count.png" himoe-fast ablate "${OLD[@]}" --protocol holdout --seeds 0,1,2 --expert-counts 1,2,4,8,16 --impl fast "${PAPER[@]}" --jobs "$JOBS" --resume --out "$OUT/ablate"
 step ablate_missing30 "$OUT/ablate_missing30/ablation.csv" himoe-fast ablate "${OLD[@]}" --protocol holdout --seeds 0,1,2 --missing-rate 0.3 --impl fast "${PAPER[@]}" --jobs "$JOBS" --resume --out "$OUT/ablate_missing30"
 step robustness   "$OUT/robustness/robustness.png" himoe-fast robustness "${OLD[@]}" --protocol holdout --models himoe_paper,himoe,late_fusion,bilstm,tacoformer,ianet --rates 0,0.1,0.2,0.3,0.4 --seeds 0,1,2 --impl fast --jobs "$JOBS" --resume --out "$OUT/robustness"
 # Asynchrony benchmark: every model with 0-6 s lags (and random per-subject lags) on gsr and ppg,
 # plus the delays the lag aligner learned
-step asynchrony   "$OUT/asynchrony/asynchrony.png" himoe-fast asynchrony --subjects 4 --epochs 8 --protocol holdout --seeds 0,1,2 --lags 0,1,2,4,6,random --lagged gsr,ppg --impl fast --jobs "$JOBS" --resume --out "$OUT/asynchrony"
+step asynchrony   "$OUT/asynchrony/asynchrony.png" himoe-fast asynchrony --subjects 4 --epochs 8 --expert-init torch --protocol holdout --seeds 0,1,2 --lags 0,1,2,4,6,random --lagged gsr,ppg --impl fast --jobs "$JOBS" --resume --out "$OUT/asynchrony"
