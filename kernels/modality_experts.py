@@ -51,9 +51,9 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import (INTERPRET, thread_override, check_dtypes, check_launchable, config_pruner, contiguous,
-                     device_guard, dot_precision, gelu as _gelu, gelu_grad as _gelu_grad, pow2, select_kernel,
-                     sm_count)
+from .common import (INTERPRET, check_dtypes, check_launchable, config_pruner, contiguous, device_guard,
+                     dot_precision, gelu as _gelu, gelu_grad as _gelu_grad, pow2, select_kernel, sm_count,
+                     thread_override)
 
 ROUTING_IDS = {"soft": 0, "uniform": 1, "top1": 2}
 MAX_D = 256           # whole feature rows live in registers / shared memory

@@ -67,7 +67,7 @@ class ParityReport:
 
 
 def compare_tensors(name: str, kind: str, fast: torch.Tensor | None, ref: torch.Tensor | None, atol: float,
-            rtol: float) -> Check:
+                    rtol: float) -> Check:
     if fast is None or ref is None:
         both = fast is None and ref is None
         return Check(name, kind, 0.0, 0.0, atol, rtol, both, "" if both else

@@ -96,7 +96,7 @@ def make_model(cfg: HiMoEConfig, settings: TrainSettings) -> nn.Module:
 
 @torch.no_grad()
 def predict_split(model: nn.Module, data, indices: np.ndarray, ctx: DistContext, settings: TrainSettings,
-            batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  batch_size: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scores for the sequences ``indices`` (sharded over ranks, gathered in order).
 
     Returns ``(pred, labels, label_mask)``, each ``[len(indices), T, n_targets]``; ``pred`` holds
