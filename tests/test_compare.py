@@ -2,8 +2,10 @@
 
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from himoe_fast import HiMoEConfig
 from himoe_fast.train import DataSettings, ProtocolSettings, RunConfig, TrainSettings
@@ -46,6 +48,49 @@ def test_every_model_on_every_setting_paired_and_resumable(tmp_path):
     again = compare_sweep(settings, models, [0], out, resume=True)
     assert (out / "runs" / "eeg+gsr" / "late_fusion_s0" / "metrics.json").stat().st_mtime_ns == stamp
     assert again == rows
+
+
+def test_resumed_sweep_trains_only_the_folds_it_lacks(tmp_path, monkeypatch):
+    """--resume after the grid grows (--max-folds 1 -> 2) or after a kill: finished folds are read
+    back, only missing ones are trained, and the result equals a sweep run in one go."""
+    from himoe_fast.train import experiment
+
+    trained = []
+    real_train_fold = experiment.train_fold
+
+    def counting_train_fold(*args, **kwargs):
+        trained.append((kwargs["fold_index"], kwargs["resume"]))
+        return real_train_fold(*args, **kwargs)
+
+    monkeypatch.setattr(experiment, "train_fold", counting_train_fold)
+
+    def grid(max_folds):
+        rc = setting(tmp_path, ["eeg", "gsr"])
+        rc = replace(rc, protocol=ProtocolSettings(protocol="kfold", folds=3, split="trial", max_folds=max_folds))
+        return {"EEG+GSR": rc}
+
+    out, whole = tmp_path / "grown", tmp_path / "whole"
+    run = out / "runs" / "eeg+gsr" / "late_fusion_s0"
+    compare_sweep(grid(1), ["late_fusion"], [0], out)
+    first_fold = (run / "folds" / "fold01" / "result.json").read_bytes()
+    trained.clear()
+    grown = compare_sweep(grid(2), ["late_fusion"], [0], out, resume=True)
+    assert trained == [(1, True)]                                    # fold01 read back, fold02 trained
+    assert (run / "folds" / "fold01" / "result.json").read_bytes() == first_fold
+    assert json.loads((run / "metrics.json").read_text())["folds"] == ["fold01", "fold02"]
+    trained.clear()
+    in_one_go = compare_sweep(grid(2), ["late_fusion"], [0], whole)
+    assert len(trained) == 2
+    for key in ("ccc", "pcc", "mae", "ccc_valence"):
+        assert grown[0][key] == pytest.approx(in_one_go[0][key], abs=1e-6)
+    # the same grid again: read back whole, nothing trained
+    trained.clear()
+    assert compare_sweep(grid(2), ["late_fusion"], [0], out, resume=True) == grown and trained == []
+    # killed before its metrics were written and during fold02: fold02 continues from its checkpoint
+    (run / "metrics.json").unlink()
+    (run / "folds" / "fold02" / "result.json").unlink()
+    again = compare_sweep(grid(2), ["late_fusion"], [0], out, resume=True)
+    assert trained == [(1, True)] and again[0]["ccc"] == pytest.approx(grown[0]["ccc"], abs=1e-6)
 
 
 def test_compare_table_is_mean_and_std_over_seeds():

@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .experiment import RunConfig, load_data
-from .sweeps import model_run_config, number, read_finished, run_grid, write_rows
+from .sweeps import model_run_config, number, run_grid, sweep_run, write_rows
 
 ASYNCHRONY_COLUMNS = ("model", "lag", "seed", "ccc_mean")
 DELAY_COLUMNS = ("model", "lag", "seed", "modality", "injected_s", "learned_s", "learned_rel_s")
@@ -78,8 +78,8 @@ def asynchrony_sweep(base: RunConfig, models: Sequence[str], lags: Sequence[str]
         for lag in settings:
             for model in models:
                 run_dir = out / "runs" / f"{model}_lag{lag}_s{seed}"
-                tasks.append(((model, lag, int(seed)), model_run_config(prepared[lag], model, run_dir, seed=int(seed)),
-                              read_finished(run_dir) if resume else None))
+                tasks.append(((model, lag, int(seed)),
+                              *sweep_run(model_run_config(prepared[lag], model, run_dir, seed=int(seed)), resume)))
 
     rows: list[dict] = []
     delay_rows: list[dict] = []

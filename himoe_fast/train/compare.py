@@ -25,7 +25,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from .experiment import RunConfig, load_data
-from .sweeps import RowTable, model_run_config, number, read_finished, run_grid
+from .sweeps import RowTable, model_run_config, number, run_grid, sweep_run
 
 REGRESSION_METRICS = ("ccc", "pcc", "mae")
 BINARY_METRICS = ("acc", "f1")
@@ -80,8 +80,8 @@ def compare_sweep(settings: Mapping[str, RunConfig], models: Sequence[str], seed
         for model in models:
             for seed in seeds:
                 run_dir = out / "runs" / slug(name) / f"{model}_s{seed}"
-                tasks.append(((name, model, int(seed)), model_run_config(base, model, run_dir, seed=int(seed)),
-                              read_finished(run_dir) if resume else None))
+                tasks.append(((name, model, int(seed)),
+                              *sweep_run(model_run_config(base, model, run_dir, seed=int(seed)), resume)))
     table = RowTable(out / "compare.csv", columns, [key for key, _, _ in tasks])
 
     def record(key, rc: RunConfig, metrics: dict) -> None:

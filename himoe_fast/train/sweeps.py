@@ -3,7 +3,7 @@
 Like the paper, each (model, rate, seed) trains a fresh model with modalities missing at rate ``r``
 in training *and* evaluation, and records the mean test CCC over targets (averaged over folds).
 Rows are appended to ``robustness.csv`` as they finish (atomic rewrite), so an interrupted sweep
-keeps what it has and ``resume=True`` skips runs that already finished.
+keeps what it has and ``resume=True`` skips runs that already finished (see :func:`sweep_run`).
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ import io
 import json
 import os
 import re
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 from ..io import atomic_write_text
 from .experiment import RunConfig, load_data, run_experiment
+from .rundir import DONE, PARTIAL, run_state
 
 ROBUSTNESS_COLUMNS = ("model", "rate", "seed", "ccc_mean")
 DEFAULT_RATES = tuple(round(0.05 * i, 2) for i in range(9))     # 0.00 .. 0.40
@@ -66,6 +67,28 @@ def read_finished(run_dir: Path) -> dict | None:
         return metrics if isinstance(metrics, dict) and "ccc" in metrics else None
     except (OSError, ValueError):
         return None
+
+
+def sweep_run(rc: RunConfig, resume: bool) -> tuple[RunConfig, dict | None]:
+    """What a sweep does with the run folder ``rc.out``: ``(rc, metrics)`` for a run to read back,
+    ``(rc, None)`` for one to train.
+
+    With ``resume``, a finished run whose folds are the ones asked for (same protocol, ``max_folds``
+    included) is read back. A folder with fold results but no matching ``metrics.json`` -- a run
+    killed mid-sweep, or a grid grown to more folds (``--max-folds 2`` -> ``10``) -- is continued
+    with ``resume=True``: finished folds are read back, a started one continues from its checkpoint
+    (exact, like ``train --resume``), and only the missing folds are trained. A resumed sweep trusts
+    its folders' other settings: give a sweep with other settings another ``--out``.
+    """
+    if not resume:
+        return rc, None
+    run_dir = Path(rc.out)
+    metrics = read_finished(run_dir)
+    if metrics is not None and metrics.get("protocol") == asdict(rc.protocol):
+        return rc, metrics
+    if run_state(run_dir) in (PARTIAL, DONE):
+        return replace(rc, resume=True), None
+    return rc, None
 
 
 #: Model names a sweep accepts: Hi-MoE as configured (``--temporal``), the paper-literal Hi-MoE and
@@ -154,9 +177,8 @@ def robustness_sweep(base: RunConfig, models: Sequence[str], rates: Sequence[flo
         for rate in rates:
             for seed in seeds:
                 run_dir = out / "runs" / f"{model}_r{rate:.2f}_s{seed}"
-                tasks.append(((model, float(rate), int(seed)),
-                              model_run_config(base, model, run_dir, missing_rate=float(rate), seed=int(seed)),
-                              read_finished(run_dir) if resume else None))
+                rc = model_run_config(base, model, run_dir, missing_rate=float(rate), seed=int(seed))
+                tasks.append(((model, float(rate), int(seed)), *sweep_run(rc, resume)))
     table = RowTable(out / "robustness.csv", ROBUSTNESS_COLUMNS, [key for key, _, _ in tasks])
 
     def record(key, rc: RunConfig, metrics: dict) -> None:
@@ -207,7 +229,7 @@ def ablation_sweep(base: RunConfig, seeds: Sequence[int], out: str | Path, *, ex
     def task(key, run_dir: Path, overrides: dict, seed: int):
         rc = replace(base, out=str(run_dir), progress=False, resume=False, model=base.model.replace(**overrides),
                      train=replace(base.train, seed=int(seed)))
-        return key, rc, read_finished(run_dir) if resume else None
+        return (key, *sweep_run(rc, resume))
 
     tasks = [task(("variant", variant, int(seed)), out / "runs" / f"{variant_slug(variant)}_s{seed}", overrides, seed)
              for variant, overrides in ABLATIONS.items() for seed in seeds]
