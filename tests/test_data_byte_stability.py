@@ -1,6 +1,6 @@
 """Synthetic files and prepared window caches stay byte-identical across refactors of the data code.
 
-``tests/data/synthetic_digests.json`` holds the SHA-256 of every file of a tiny synthetic DEAP (with
+``tests/data/synthetic_digests.json`` holds the SHA-256 (:func:`file_digest`) of every file of a tiny synthetic DEAP (with
 face features), DREAMER and recordings set and of the window-cache arrays ``prepare_windows``
 writes for them. It was written by :func:`tiny_set_digests` before the data layer was split into
 per-dataset adapters, so it is an independent record of the bytes the earlier code produced.
@@ -33,6 +33,21 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes; for an ``.npz``, of its members' names and bytes in name order: the
+    zip container around them differs between Python patch releases (3.11.2 and 3.11.7 write
+    different zip64 extra fields), the arrays it holds do not."""
+    if path.suffix != ".npz":
+        return _sha(path.read_bytes())
+    import zipfile
+
+    h = hashlib.sha256()
+    with zipfile.ZipFile(path) as z:
+        for name in sorted(z.namelist()):
+            h.update(name.encode() + b"\0" + z.read(name))
+    return h.hexdigest()
+
+
 def tiny_set_digests(root: Path) -> dict[str, str]:
     """Write the tiny sets under ``root`` and return ``{relative name: sha256}`` of every produced file
     (cache entries by data set and array name: their folder names hold a key of file paths)."""
@@ -43,7 +58,7 @@ def tiny_set_digests(root: Path) -> dict[str, str]:
     write_synthetic_deap(root / "deap", 2, seed=0, n_trials=2, trial_s=8.0, face_dir=root / "face")
     write_synthetic_dreamer(root / "dreamer" / "DREAMER.mat", 1, seed=0, n_trials=2, clip_s=(6.0, 8.0), baseline_s=3.0)
     write_synthetic_recordings(root / "rec", 1, seed=0, n_recordings=4, recording_s=20.0)
-    out = {str(p.relative_to(root)): _sha(p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()}
+    out = {str(p.relative_to(root)): file_digest(p) for p in sorted(root.rglob("*")) if p.is_file()}
 
     cache = root / "cache"
     with warnings.catch_warnings():
