@@ -72,6 +72,10 @@ step table5_loso "$OUT/table5_loso/trajectories.png" \
 step table4_binary "$OUT/table4_binary/trajectories.png" \
   himoe-fast compare --task binary --modality-sets "eeg,pps" --models "$ALL_MODELS" --seeds 0 "${KFOLD[@]}" \
   "${COMMON[@]}" --jobs "$JOBS" --resume --out "$OUT/table4_binary"
+# Table 4 again with 20 epochs for every model (Hi-MoE's slow start; EXPERIMENTS.md, Table 4)
+step table4_binary_20ep "$OUT/table4_binary_20ep/trajectories.png" \
+  himoe-fast compare --task binary --modality-sets "eeg,pps" --models "$ALL_MODELS" --seeds 0 "${KFOLD[@]}" \
+  --subjects "$SUBJECTS" --epochs 20 --impl fast --jobs "$JOBS" --resume --out "$OUT/table4_binary_20ep"
 # Table 2, DREAMER format (synthetic, 23 subjects written like the real set)
 step dreamer_synth "$OUT/dreamer_data/DREAMER.mat" \
   himoe-fast synth --kind dreamer --subjects 23 --out "$OUT/dreamer_data/DREAMER.mat"
